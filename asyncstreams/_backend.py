@@ -1,0 +1,85 @@
+"""The one place where asyncio and trio differ: running a task nobody awaits.
+
+asyncio stream code starts work that outlives the call that started it: the transport
+keeps sending after ``write()`` returns, and a server runs each client's handler as a
+task of its own. anyio deliberately has no fire-and-forget tasks, so this module provides
+them: an asyncio task kept alive by a strong reference, or a trio system task.
+
+Everything spawned here is wrapped so that an exception is logged rather than lost (on
+asyncio) or fatal to the whole run (an exception escaping a trio system task crashes
+``trio.run``). Cancellation still propagates: trio cancels system tasks when the main
+task ends, and asyncio cancels the remaining tasks when ``asyncio.run`` ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+
+__all__ = ["current_backend", "spawn_detached"]
+
+logger = logging.getLogger("asyncstreams")
+
+# asyncio keeps only weak references to tasks; these are the strong ones.
+_asyncio_tasks: set[asyncio.Task[None]] = set()
+
+
+def current_backend() -> str | None:
+    """Return ``"asyncio"`` or ``"trio"`` for the running event loop, or None outside one."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return "asyncio"
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        return "trio"
+    return None
+
+
+async def _guarded(fn: Callable[[], Awaitable[object]], what: str) -> None:
+    try:
+        await fn()
+    except Exception:
+        logger.exception("Unhandled exception in %s", what)
+
+
+def spawn_detached(fn: Callable[[], Awaitable[object]], *, name: str) -> None:
+    """Start ``fn()`` in the background of the running event loop.
+
+    The task inherits the caller's context variables, as an asyncio task does.
+    Raises RuntimeError outside a running asyncio or trio event loop.
+    """
+    backend = current_backend()
+    if backend == "asyncio":
+        task = asyncio.get_running_loop().create_task(_guarded(fn, name), name=name)
+        _asyncio_tasks.add(task)
+        task.add_done_callback(_asyncio_tasks.discard)
+    elif backend == "trio":
+        import trio
+
+        trio.lowlevel.spawn_system_task(
+            _guarded, fn, name, name=name, context=contextvars.copy_context()
+        )
+    else:
+        raise RuntimeError("asyncstreams needs a running asyncio or trio event loop")
+
+
+def report_handler_error(exc: BaseException, transport: object) -> None:
+    """Report an exception that escaped a server's client handler.
+
+    On asyncio this goes to the loop's exception handler, exactly as asyncio reports
+    it (so a custom handler set with ``loop.set_exception_handler`` sees it); elsewhere
+    it is logged to the ``asyncstreams`` logger with the same message.
+    """
+    message = "Unhandled exception in client_connected_cb"
+    if current_backend() == "asyncio":
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": message, "exception": exc, "transport": transport}
+        )
+    else:
+        logger.error("%s\ntransport: %r", message, transport, exc_info=exc)

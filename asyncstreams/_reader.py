@@ -1,0 +1,221 @@
+"""StreamReader: asyncio's reader API as a thin async shell over :class:`ReceiveBuffer`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Final
+
+import anyio
+
+from ._buffer import ReceiveBuffer, SeparatorMatch
+from ._exceptions import IncompleteReadError, LimitOverrunError
+
+if TYPE_CHECKING:
+    from ._transport import StreamTransport
+
+__all__ = ["DEFAULT_LIMIT", "StreamReader"]
+
+DEFAULT_LIMIT: Final = 2**16  # 64 KiB, as in asyncio
+
+
+class StreamReader(AsyncIterator[bytes]):
+    """asyncio's :class:`asyncio.StreamReader`, on any anyio backend.
+
+    A reader made by hand (``StreamReader(limit=...)``) is fed with :meth:`feed_data`,
+    :meth:`feed_eof` and :meth:`set_exception`, as in asyncio. A reader made by
+    :func:`~asyncstreams.open_connection`, :func:`~asyncstreams.start_server` or
+    :func:`~asyncstreams.wrap` pulls from its connection when a read needs more bytes.
+
+    Differs from asyncio:
+
+    * a cancelled read never loses bytes; ``read(-1)`` included (asyncio drops what it
+      had collected);
+    * a connected reader receives only while a read is waiting, so the kernel holds
+      unread data (the buffer never grows past what reads ask for) and :meth:`at_eof`
+      turns true once a read has seen the end of the stream;
+    * the *loop* argument does not exist.
+    """
+
+    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+        # The line length limit is a security feature; it also bounds the buffer.
+        if limit <= 0:
+            raise ValueError("Limit cannot be <= 0")
+        self._limit = limit
+        self._buffer = ReceiveBuffer()
+        self._eof = False
+        self._exception: BaseException | None = None
+        self._transport: StreamTransport | None = None
+        # The scope a waiting read sleeps in; cancelling it wakes the read up.
+        self._waiter: anyio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        info = ["StreamReader"]
+        if self._buffer:
+            info.append(f"{len(self._buffer)} bytes")
+        if self._eof:
+            info.append("eof")
+        if self._limit != DEFAULT_LIMIT:
+            info.append(f"limit={self._limit}")
+        if self._waiter is not None:
+            info.append("waiter")
+        if self._exception is not None:
+            info.append(f"exception={self._exception!r}")
+        if self._transport is not None:
+            info.append(f"transport={self._transport!r}")
+        return "<{}>".format(" ".join(info))
+
+    # -- feeding, as a protocol would --------------------------------------------------
+
+    def exception(self) -> BaseException | None:
+        return self._exception
+
+    def set_exception(self, exc: BaseException) -> None:
+        """Make the waiting read, and every later read, raise *exc*."""
+        self._exception = exc
+        self._wakeup_waiter()
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._wakeup_waiter()
+
+    def at_eof(self) -> bool:
+        """Return True if the buffer is empty and :meth:`feed_eof` was called."""
+        return self._eof and not self._buffer
+
+    def feed_data(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self._eof, "feed_data after feed_eof"
+        if not data:
+            return
+        self._buffer.feed(data)
+        self._wakeup_waiter()
+
+    def _wakeup_waiter(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.cancel()
+
+    async def _wait_for_data(self, func_name: str) -> None:
+        """Wait until data, EOF or an exception arrives."""
+        # Two readers waiting at once could not know which of them gets the next data.
+        if self._waiter is not None:
+            raise RuntimeError(
+                f"{func_name}() called while another coroutine is "
+                f"already waiting for incoming data"
+            )
+        assert not self._eof, "_wait_for_data after EOF"
+        with anyio.CancelScope() as waiter:
+            self._waiter = waiter
+            try:
+                if self._transport is not None:
+                    await self._transport._receive_into(self)
+                else:
+                    await anyio.sleep_forever()
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+        if self._exception is not None:
+            raise self._exception
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def readline(self) -> bytes:
+        """Read one line, ending with ``b"\\n"``.
+
+        At EOF, return the incomplete line (``b""`` when nothing is left). If the line
+        is longer than the limit, raise ValueError and drop the line if its newline was
+        seen, else the whole buffer.
+        """
+        try:
+            return await self.readuntil(b"\n")
+        except IncompleteReadError as e:
+            return e.partial
+        except LimitOverrunError as e:
+            if self._buffer.startswith(b"\n", e.consumed):
+                self._buffer.discard(e.consumed + 1)
+            else:
+                self._buffer.clear()
+            raise ValueError(e.args[0]) from e
+
+    async def readuntil(self, separator: bytes | tuple[bytes, ...] = b"\n") -> bytes:
+        """Read until *separator* (or, given a tuple, any of them) and return it all.
+
+        Of several separators, the match that ends earliest wins. Raise
+        :class:`LimitOverrunError` (the data stays buffered) if the data before the
+        separator is longer than the limit, and :class:`IncompleteReadError` (taking
+        the buffer with it) if EOF comes first. Tuples work on every Python version,
+        as in asyncio 3.13.
+        """
+        if isinstance(separator, tuple):
+            # Sorting makes the shortest of equally-ending matches win.
+            separators = sorted(separator, key=len)
+            if not separators:
+                raise ValueError("Separator should contain at least one element")
+        else:
+            separators = [separator]
+        if len(separators[0]) == 0:
+            raise ValueError("Separator should be at least one-byte string")
+        if self._exception is not None:
+            raise self._exception
+
+        buffer = self._buffer
+        match = SeparatorMatch()
+        while not buffer.find_separator(separators, match):
+            if match.searched > self._limit:
+                raise LimitOverrunError(
+                    "Separator is not found, and chunk exceed the limit", match.searched
+                )
+            # A complete separator may arrive together with EOF, hence checking after.
+            if self._eof:
+                raise IncompleteReadError(buffer.take_all(), None)
+            await self._wait_for_data("readuntil")
+
+        if match.start > self._limit:
+            raise LimitOverrunError(
+                "Separator is found, but chunk is longer than limit", match.start
+            )
+        return buffer.take(match.end)
+
+    async def read(self, n: int = -1) -> bytes:
+        """Read up to *n* bytes; with ``n < 0``, read until EOF.
+
+        Return as soon as at least one byte is available; ``b""`` at EOF.
+        Differs from asyncio: a cancelled ``read(-1)`` leaves everything it had
+        gathered in the buffer.
+        """
+        if self._exception is not None:
+            raise self._exception
+        if n == 0:
+            return b""
+        if n < 0:
+            # Gather in the buffer itself, so that cancellation loses nothing.
+            while not self._eof:
+                await self._wait_for_data("read")
+            return self._buffer.take_all()
+        if not self._buffer and not self._eof:
+            await self._wait_for_data("read")
+        return self._buffer.take(n)
+
+    async def readexactly(self, n: int) -> bytes:
+        """Read exactly *n* bytes; at EOF first, raise :class:`IncompleteReadError`."""
+        if n < 0:
+            raise ValueError("readexactly size can not be less than zero")
+        if self._exception is not None:
+            raise self._exception
+        if n == 0:
+            return b""
+        buffer = self._buffer
+        while len(buffer) < n:
+            if self._eof:
+                raise IncompleteReadError(buffer.take_all(), n)
+            await self._wait_for_data("readexactly")
+        return buffer.take(n)
+
+    def __aiter__(self) -> StreamReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self.readline()
+        if line == b"":
+            raise StopAsyncIteration
+        return line

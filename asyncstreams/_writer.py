@@ -1,0 +1,103 @@
+"""StreamWriter: asyncio's writer API over a :class:`StreamTransport`."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from ._backend import current_backend
+from ._reader import StreamReader
+from ._transport import StreamTransport
+
+__all__ = ["StreamWriter"]
+
+
+class StreamWriter:
+    """asyncio's :class:`asyncio.StreamWriter`, on any anyio backend.
+
+    ``write()`` and ``writelines()`` only buffer; a background task sends the data, so
+    it is delivered even if the program never calls :meth:`drain` (on :meth:`close`, or
+    while the program awaits anything else). :meth:`drain` waits while more than the
+    high-water mark (64 KiB unless changed with
+    ``transport.set_write_buffer_limits()``) is unsent.
+
+    Differs from asyncio: there is no event loop object, so ``get_loop()`` and the
+    *loop* argument do not exist; ``start_tls()`` comes with TLS support.
+    """
+
+    def __init__(self, transport: StreamTransport, reader: StreamReader | None) -> None:
+        self._transport = transport
+        self._reader = reader
+
+    def __repr__(self) -> str:
+        info = [type(self).__name__, f"transport={self._transport!r}"]
+        if self._reader is not None:
+            info.append(f"reader={self._reader!r}")
+        return "<{}>".format(" ".join(info))
+
+    @property
+    def transport(self) -> StreamTransport:
+        return self._transport
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer *data* for sending; pair it with ``await drain()``."""
+        self._transport.write(data)
+
+    def writelines(self, data: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Buffer each item of *data* for sending; pair it with ``await drain()``."""
+        self._transport.writelines(data)
+
+    def write_eof(self) -> None:
+        """Close the write end once buffered data is sent (a TCP half-close)."""
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def close(self) -> None:
+        """Close the connection once buffered data is sent; see :meth:`wait_closed`."""
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed; raise the error that ended it, if any."""
+        await self._transport._wait_closed()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Return transport information: 'peername', 'sockname', 'socket', TLS details."""
+        return self._transport.get_extra_info(name, default)
+
+    async def drain(self) -> None:
+        """Wait until it is appropriate to write more.
+
+        Returns at once unless more than the high-water mark is unsent. Raises the
+        error that broke the connection, or ConnectionResetError once it is closed.
+        """
+        if self._reader is not None:
+            exc = self._reader.exception()
+            if exc is not None:
+                raise exc
+        transport = self._transport
+        if transport._closing:
+            # As asyncio does, give the closing connection a chance to finish so that a
+            # write()+drain() loop notices the close.
+            await checkpoint()
+            if transport._size == 0:
+                raise ConnectionResetError("Connection lost")
+        await transport._drain_helper()
+
+    def __del__(self, warnings: Any = warnings) -> None:
+        transport = getattr(self, "_transport", None)
+        if transport is None or transport.is_closing():
+            return
+        if current_backend() is None:
+            warnings.warn(f"unclosed {self!r} (no running event loop)", ResourceWarning)
+            return
+        self.close()
+        warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
