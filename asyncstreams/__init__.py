@@ -28,7 +28,16 @@ __all__ = (
 )
 
 # Show the public path in reprs and tracebacks (asyncio's exceptions keep theirs).
-for _name in ("Server", "StreamReader", "StreamTransport", "StreamWriter", "open_connection",
-              "open_unix_connection", "start_server", "start_unix_server", "wrap"):
+for _name in (
+    "Server",
+    "StreamReader",
+    "StreamTransport",
+    "StreamWriter",
+    "open_connection",
+    "open_unix_connection",
+    "start_server",
+    "start_unix_server",
+    "wrap",
+):
     globals()[_name].__module__ = __name__
 del _name

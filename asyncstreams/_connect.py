@@ -58,16 +58,19 @@ def _ipaddr_info(
 
 
 async def resolve(
-    address: Any, *, family: int = 0, type_: int = socket.SOCK_STREAM, proto: int = 0, flags: int = 0
+    address: Any,
+    *,
+    family: int = 0,
+    type_: int = socket.SOCK_STREAM,
+    proto: int = 0,
+    flags: int = 0,
 ) -> list[AddrInfo]:
     """``getaddrinfo`` for ``(host, port)``, with asyncio's numeric shortcut."""
     host, port = address[:2]
     info = _ipaddr_info(host, port, family, type_, proto, flags)
     if info is not None:
         return [info]
-    infos = await anyio.getaddrinfo(
-        host, port, family=family, type=type_, proto=proto, flags=flags
-    )
+    infos = await anyio.getaddrinfo(host, port, family=family, type=type_, proto=proto, flags=flags)
     return [(int(f), int(t), p, c, a) for f, t, p, c, a in infos]
 
 

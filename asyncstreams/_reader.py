@@ -100,8 +100,7 @@ class StreamReader(AsyncIterator[bytes]):
         # Two readers waiting at once could not know which of them gets the next data.
         if self._waiter is not None:
             raise RuntimeError(
-                f"{func_name}() called while another coroutine is "
-                f"already waiting for incoming data"
+                f"{func_name}() called while another coroutine is already waiting for incoming data"
             )
         assert not self._eof, "_wait_for_data after EOF"
         with anyio.CancelScope() as waiter:

@@ -11,12 +11,12 @@ import stat
 import sys
 import weakref
 from asyncio import trsock
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import anyio
-from anyio.lowlevel import checkpoint
 from anyio.abc import ByteStream, TaskGroup
+from anyio.lowlevel import checkpoint
 
 from . import _tls
 from ._backend import current_backend, report_handler_error, spawn_detached
@@ -189,7 +189,7 @@ class Server:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any, name: str) -> None:
+    def _spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any, name: str) -> None:
         if self._task_group is not None:
             self._task_group.start_soon(fn, *args, name=name)
         else:
@@ -350,7 +350,9 @@ async def _bind_tcp_sockets(
             try:
                 sock.bind(sa)
             except OSError as err:
-                msg = f"error while attempting to bind on address {sa!r}: {str(err.strerror).lower()}"
+                msg = (
+                    f"error while attempting to bind on address {sa!r}: {str(err.strerror).lower()}"
+                )
                 if err.errno == errno.EADDRNOTAVAIL:
                     sockets.pop()
                     sock.close()
@@ -366,9 +368,7 @@ async def _bind_tcp_sockets(
     return sockets
 
 
-async def _make_server(
-    sockets: list[socket.socket], start_serving: bool, **kwargs: Any
-) -> Server:
+async def _make_server(sockets: list[socket.socket], start_serving: bool, **kwargs: Any) -> Server:
     for sock in sockets:
         sock.setblocking(False)
     server = Server(sockets, **kwargs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl as _ssl
-from typing import Any
 
 from anyio.abc import ByteStream
 

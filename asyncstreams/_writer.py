@@ -6,7 +6,6 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-import anyio
 from anyio.lowlevel import checkpoint
 
 from ._backend import current_backend
