@@ -47,6 +47,8 @@ class StreamReader(AsyncIterator[bytes]):
         self._transport: StreamTransport | None = None
         # The scope a waiting read sleeps in; cancelling it wakes the read up.
         self._waiter: anyio.CancelScope | None = None
+        # The exception that woke the waiting read, if one did.
+        self._wake_exception: BaseException | None = None
 
     def __repr__(self) -> str:
         info = ["StreamReader"]
@@ -72,7 +74,13 @@ class StreamReader(AsyncIterator[bytes]):
     def set_exception(self, exc: BaseException) -> None:
         """Make the waiting read, and every later read, raise *exc*."""
         self._exception = exc
-        self._wakeup_waiter()
+        waiter = self._waiter
+        if waiter is not None:
+            # Only a read still waiting raises it at once; one already woken by data
+            # returns that data first, as in asyncio.
+            self._waiter = None
+            self._wake_exception = exc
+            waiter.cancel()
 
     def feed_eof(self) -> None:
         self._eof = True
@@ -113,8 +121,10 @@ class StreamReader(AsyncIterator[bytes]):
             finally:
                 if self._waiter is waiter:
                     self._waiter = None
-        if self._exception is not None:
-            raise self._exception
+        exc = self._wake_exception
+        if exc is not None:
+            self._wake_exception = None
+            raise exc
 
     # -- reading -----------------------------------------------------------------------
 
@@ -187,9 +197,16 @@ class StreamReader(AsyncIterator[bytes]):
         if n == 0:
             return b""
         if n < 0:
-            # Gather in the buffer itself, so that cancellation loses nothing.
-            while not self._eof:
-                await self._wait_for_data("read")
+            # Gather in the buffer itself, so that cancellation loses nothing. An error
+            # ends the read as in asyncio: what it had gathered is gone.
+            try:
+                while not self._eof:
+                    if self._exception is not None:
+                        raise self._exception
+                    await self._wait_for_data("read")
+            except Exception:
+                self._buffer.clear()
+                raise
             return self._buffer.take_all()
         if not self._buffer and not self._eof:
             await self._wait_for_data("read")

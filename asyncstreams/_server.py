@@ -140,8 +140,10 @@ class Server:
                 raise
         finally:
             self._serve_forever_event = None
+        # close() was called. asyncio cancels serve_forever()'s future there, so the
+        # caller waits for the clients to leave and then sees CancelledError.
+        await self.wait_closed()
         if current_backend() == "asyncio":
-            # asyncio cancels serve_forever()'s future in close(): the caller sees that.
             import asyncio
 
             raise asyncio.CancelledError()

@@ -268,7 +268,9 @@ class StreamTransport:
                 # A TLS peer that closes without close_notify reads as EOF, as in asyncio.
                 reader._eof = True
             else:
-                self._connection_lost(connection_error(exc))
+                error = connection_error(exc)
+                self._connection_lost(error)
+                reader._wake_exception = error
         else:
             # The read that waits is this task: no wakeup needed.
             reader._waiter = None
@@ -312,10 +314,16 @@ class StreamTransport:
                 if self._aborted or self._lost:
                     await anyio.aclose_forcefully(stream)
                 else:
-                    # Closing may include a TLS close_notify exchange: bound it.
-                    with anyio.move_on_after(self._shutdown_timeout) as shutdown:
-                        await stream.aclose()
-                    if shutdown.cancelled_caught:
+                    # Closing may include a TLS close_notify exchange: bound it, and
+                    # let a peer that breaks it off cost nothing but the courtesy.
+                    clean = False
+                    with anyio.move_on_after(self._shutdown_timeout):
+                        try:
+                            await stream.aclose()
+                            clean = True
+                        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                            pass
+                    if not clean:
                         await anyio.aclose_forcefully(stream)
                 self._connection_lost(None)
         finally:

@@ -85,9 +85,11 @@ class StreamWriter:
         transport = self._transport
         if transport._closing:
             # As asyncio does, give the closing connection a chance to finish so that a
-            # write()+drain() loop notices the close.
+            # write()+drain() loop notices the close. asyncio's write() has already
+            # sent anything below the high-water mark by now, so its close() has lost
+            # the connection; only a paused writer still waits for the flush.
             await checkpoint()
-            if transport._size == 0:
+            if not transport._paused:
                 raise ConnectionResetError("Connection lost")
         await transport._drain_helper()
 

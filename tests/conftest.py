@@ -5,18 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a test dependency on POSIX
-    uvloop = None
+import uvloop
 
 _BACKENDS: list[Any] = [
     pytest.param(("asyncio", {}), id="asyncio"),
+    pytest.param(("asyncio", {"loop_factory": uvloop.new_event_loop}), id="asyncio+uvloop"),
     pytest.param(("trio", {}), id="trio"),
 ]
-if uvloop is not None:
-    _BACKENDS.insert(1, pytest.param(("asyncio", {"loop_factory": uvloop.new_event_loop}), id="asyncio+uvloop"))
 
 
 @pytest.fixture(params=_BACKENDS)
