@@ -10,6 +10,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 __all__ = ["MemoryByteStream", "memory_byte_stream_pair"]
 
+_CHUNK = 64 * 1024
+
 
 class MemoryByteStream(ByteStream):
     """One end of an in-memory byte pipe pair.
@@ -39,8 +41,11 @@ class MemoryByteStream(ByteStream):
         return self._pending[start : start + max_bytes]
 
     async def send(self, item: bytes) -> None:
-        if item:
-            await self._send_stream.send(bytes(item))
+        # In pieces no larger than a socket would take at once, so that a peer that
+        # stops receiving stops the sender soon.
+        data = bytes(item)
+        for start in range(0, len(data), _CHUNK):
+            await self._send_stream.send(data[start : start + _CHUNK])
 
     async def send_eof(self) -> None:
         await self._send_stream.aclose()

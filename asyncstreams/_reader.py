@@ -26,13 +26,14 @@ class StreamReader(AsyncIterator[bytes]):
     :func:`~asyncstreams.open_connection`, :func:`~asyncstreams.start_server` or
     :func:`~asyncstreams.wrap` pulls from its connection when a read needs more bytes.
 
+    As in asyncio, a connected reader receives in the background: its connection
+    stops receiving once more than twice the limit is buffered and resumes when reads
+    bring the buffer back to the limit.
+
     Differs from asyncio:
 
     * a cancelled read never loses bytes; ``read(-1)`` included (asyncio drops what it
       had collected);
-    * a connected reader receives only while a read is waiting, so the kernel holds
-      unread data (the buffer never grows past what reads ask for) and :meth:`at_eof`
-      turns true once a read has seen the end of the stream;
     * the *loop* argument does not exist.
     """
 
@@ -45,8 +46,10 @@ class StreamReader(AsyncIterator[bytes]):
         self._eof = False
         self._exception: BaseException | None = None
         self._transport: StreamTransport | None = None
-        # The scope a waiting read sleeps in; cancelling it wakes the read up.
-        self._waiter: anyio.CancelScope | None = None
+        # True while the transport has stopped receiving because the buffer is full.
+        self._paused = False
+        # The event a waiting read sleeps on; setting it wakes the read up.
+        self._waiter: anyio.Event | None = None
         # The exception that woke the waiting read, if one did.
         self._wake_exception: BaseException | None = None
 
@@ -60,6 +63,8 @@ class StreamReader(AsyncIterator[bytes]):
             info.append(f"limit={self._limit}")
         if self._waiter is not None:
             info.append("waiter")
+        if self._paused:
+            info.append("paused")
         if self._exception is not None:
             info.append(f"exception={self._exception!r}")
         if self._transport is not None:
@@ -80,7 +85,7 @@ class StreamReader(AsyncIterator[bytes]):
             # returns that data first, as in asyncio.
             self._waiter = None
             self._wake_exception = exc
-            waiter.cancel()
+            waiter.set()
 
     def feed_eof(self) -> None:
         self._eof = True
@@ -94,14 +99,28 @@ class StreamReader(AsyncIterator[bytes]):
         assert not self._eof, "feed_data after feed_eof"
         if not data:
             return
-        self._buffer.feed(data)
+        buffer = self._buffer
+        buffer.feed(data)
         self._wakeup_waiter()
+        transport = self._transport
+        if transport is not None and not self._paused and len(buffer) > 2 * self._limit:
+            self._paused = True
+            transport._pause_reading()
 
     def _wakeup_waiter(self) -> None:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            waiter.cancel()
+            waiter.set()
+
+    def _maybe_resume_transport(self) -> None:
+        if self._paused and len(self._buffer) <= self._limit:
+            self._resume_transport()
+
+    def _resume_transport(self) -> None:
+        self._paused = False
+        if self._transport is not None:
+            self._transport._resume_reading()
 
     async def _wait_for_data(self, func_name: str) -> None:
         """Wait until data, EOF or an exception arrives."""
@@ -111,16 +130,16 @@ class StreamReader(AsyncIterator[bytes]):
                 f"{func_name}() called while another coroutine is already waiting for incoming data"
             )
         assert not self._eof, "_wait_for_data after EOF"
-        with anyio.CancelScope() as waiter:
-            self._waiter = waiter
-            try:
-                if self._transport is not None:
-                    await self._transport._receive_into(self)
-                else:
-                    await anyio.sleep_forever()
-            finally:
-                if self._waiter is waiter:
-                    self._waiter = None
+        # Waiting while the transport is paused would never end (readexactly(n) with
+        # n over the limit, read(-1)): let it receive again, as asyncio does.
+        if self._paused:
+            self._resume_transport()
+        waiter = self._waiter = anyio.Event()
+        try:
+            await waiter.wait()
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
         exc = self._wake_exception
         if exc is not None:
             self._wake_exception = None
@@ -144,6 +163,7 @@ class StreamReader(AsyncIterator[bytes]):
                 self._buffer.discard(e.consumed + 1)
             else:
                 self._buffer.clear()
+            self._maybe_resume_transport()
             raise ValueError(e.args[0]) from e
 
     async def readuntil(self, separator: bytes | tuple[bytes, ...] = b"\n") -> bytes:
@@ -176,14 +196,19 @@ class StreamReader(AsyncIterator[bytes]):
                 )
             # A complete separator may arrive together with EOF, hence checking after.
             if self._eof:
-                raise IncompleteReadError(buffer.take_all(), None)
+                partial = buffer.take_all()
+                self._maybe_resume_transport()
+                raise IncompleteReadError(partial, None)
             await self._wait_for_data("readuntil")
 
         if match.start > self._limit:
             raise LimitOverrunError(
                 "Separator is found, but chunk is longer than limit", match.start
             )
-        return buffer.take(match.end)
+        chunk = buffer.take(match.end)
+        if self._paused:
+            self._maybe_resume_transport()
+        return chunk
 
     async def read(self, n: int = -1) -> bytes:
         """Read up to *n* bytes; with ``n < 0``, read until EOF.
@@ -206,11 +231,17 @@ class StreamReader(AsyncIterator[bytes]):
                     await self._wait_for_data("read")
             except Exception:
                 self._buffer.clear()
+                self._maybe_resume_transport()
                 raise
-            return self._buffer.take_all()
+            data = self._buffer.take_all()
+            self._maybe_resume_transport()
+            return data
         if not self._buffer and not self._eof:
             await self._wait_for_data("read")
-        return self._buffer.take(n)
+        data = self._buffer.take(n)
+        if self._paused:
+            self._maybe_resume_transport()
+        return data
 
     async def readexactly(self, n: int) -> bytes:
         """Read exactly *n* bytes; at EOF first, raise :class:`IncompleteReadError`."""
@@ -223,9 +254,14 @@ class StreamReader(AsyncIterator[bytes]):
         buffer = self._buffer
         while len(buffer) < n:
             if self._eof:
-                raise IncompleteReadError(buffer.take_all(), n)
+                partial = buffer.take_all()
+                self._maybe_resume_transport()
+                raise IncompleteReadError(partial, n)
             await self._wait_for_data("readexactly")
-        return buffer.take(n)
+        data = buffer.take(n)
+        if self._paused:
+            self._maybe_resume_transport()
+        return data
 
     def __aiter__(self) -> StreamReader:
         return self

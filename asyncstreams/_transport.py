@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.tls import TLSAttribute
 
+from . import _tls
 from ._backend import spawn_detached
 from ._errors import connection_error
 
@@ -85,10 +86,12 @@ def _socket_info(stream: ByteStream) -> dict[str, Any]:
 class StreamTransport:
     """The subset of :class:`asyncio.Transport` that stream code uses, over an anyio stream.
 
-    Differs from asyncio: ``pause_reading``/``resume_reading`` do not exist (the reader
-    only receives while a read waits, so the kernel already applies back-pressure), and
-    ``write()`` never sends synchronously: a background task sends what was written,
-    joining small writes into one send.
+    A background task receives into the reader, as asyncio's transport does, and
+    stops while the reader holds more than twice its limit.
+
+    Differs from asyncio: ``pause_reading``/``resume_reading`` belong to the reader
+    (flow control is automatic), and ``write()`` never sends synchronously: a
+    background task sends what was written, joining small writes into one send.
     """
 
     def __init__(
@@ -124,10 +127,17 @@ class StreamTransport:
         self._lost_exc: BaseException | None = None
         self._lost_writes = 0
         self._closed_event: anyio.Event | None = None
-        if reader is not None:
-            reader._transport = self
+        self._receiver_scope: anyio.CancelScope | None = None
+        self._receiver_done: anyio.Event | None = None
+        self._reading_paused = False
+        self._resume_event: anyio.Event | None = None
+        self._upgrading = False  # start_tls() in progress: nothing may touch the stream
+        self._sender_idle: anyio.Event | None = None
         if server is not None:
             server._attach(self)
+        if reader is not None:
+            reader._transport = self
+            self._start_receiver()
 
     def __repr__(self) -> str:
         state = "closed" if self._lost else "closing" if self._closing else "open"
@@ -155,6 +165,7 @@ class StreamTransport:
         if self._closing:
             return
         self._closing = True
+        self._stop_receiver()
         self._ensure_sender()
 
     def abort(self) -> None:
@@ -163,6 +174,7 @@ class StreamTransport:
             return
         self._closing = True
         self._aborted = True
+        self._stop_receiver()
         self._chunks.clear()
         self._size = 0
         if self._sender_scope is not None:
@@ -250,31 +262,73 @@ class StreamTransport:
         if self._lost_exc is not None:
             raise self._lost_exc
 
-    async def _receive_into(self, reader: StreamReader) -> None:
-        """Receive once from the stream into *reader* (it is waiting for data)."""
+    async def _start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_hostname: str | None,
+        handshake_timeout: float | None,
+        shutdown_timeout: float | None,
+    ) -> None:
+        """Upgrade the connection to TLS in place, as ``loop.start_tls()`` does.
+
+        What was written before is sent first, in plain text; bytes the reader had
+        received but the application had not read go to the TLS layer.
+        """
+        if not self.can_write_eof() or self._upgrading:
+            raise TypeError(f"transport {self!r} is not supported by start_tls()")
         if self._closing:
-            # asyncio stops reading at close(); what was received stays readable.
-            reader._waiter = None
-            reader._eof = True
-            return
+            raise ConnectionResetError("Connection lost")
+        self._upgrading = True
+        reader = self._reader
         try:
-            data = await self._stream.receive(_RECEIVE_SIZE)
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            reader._waiter = None
-            reader._eof = True
-        except (anyio.BrokenResourceError, OSError) as exc:
-            reader._waiter = None
-            if _is_ragged_tls_eof(exc):
-                # A TLS peer that closes without close_notify reads as EOF, as in asyncio.
-                reader._eof = True
-            else:
-                error = connection_error(exc)
-                self._connection_lost(error)
-                reader._wake_exception = error
-        else:
-            # The read that waits is this task: no wakeup needed.
-            reader._waiter = None
-            reader._buffer.feed(data)
+            while self._sender_running:
+                idle = self._sender_idle = anyio.Event()
+                await idle.wait()
+            if self._lost:
+                raise self._lost_exc or ConnectionResetError("Connection lost")
+            await self._stop_receiver_and_wait()
+            stream = self._stream
+            if reader is not None and reader._buffer:
+                stream = _tls.PrefixedStream(stream, reader._buffer.take_all())
+                reader._paused = self._reading_paused = False
+            try:
+                self._stream = await _tls.wrap(
+                    stream,
+                    context,
+                    server_side=self._server_side,
+                    server_hostname=server_hostname,
+                    handshake_timeout=handshake_timeout,
+                )
+            except BaseException as exc:
+                # _tls.wrap() has closed the stream; asyncio closes the transport.
+                self._closing = True
+                self._connection_lost(exc if isinstance(exc, OSError) else None)
+                raise
+            if shutdown_timeout is not None:
+                self._shutdown_timeout = shutdown_timeout
+        finally:
+            self._upgrading = False
+        if reader is not None and not self._closing:
+            self._start_receiver()
+        if self._chunks or self._closing or self._eof_requested:
+            self._ensure_sender()
+
+    async def _stop_receiver_and_wait(self) -> None:
+        done = self._receiver_done
+        self._stop_receiver()
+        if done is not None:
+            await done.wait()
+
+    def _pause_reading(self) -> None:
+        self._reading_paused = True
+
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        event = self._resume_event
+        if event is not None:
+            self._resume_event = None
+            event.set()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -286,8 +340,58 @@ class StreamTransport:
             for waiter in self._drain_waiters:
                 waiter.set()
 
+    def _start_receiver(self) -> None:
+        scope = self._receiver_scope = anyio.CancelScope()
+        done = self._receiver_done = anyio.Event()
+        spawn_detached(
+            lambda: self._run_receiver(scope, done), name=f"asyncstreams receiver {self!r}"
+        )
+
+    def _stop_receiver(self) -> None:
+        scope = self._receiver_scope
+        if scope is not None:
+            self._receiver_scope = None
+            scope.cancel()
+
+    async def _run_receiver(self, scope: anyio.CancelScope, done: anyio.Event) -> None:
+        """Receive into the reader until EOF, an error, or our own close()."""
+        try:
+            await self._receive_loop(scope)
+        finally:
+            done.set()
+
+    async def _receive_loop(self, scope: anyio.CancelScope) -> None:
+        reader = self._reader
+        assert reader is not None
+        stream = self._stream
+        with scope:
+            try:
+                while True:
+                    if self._reading_paused:
+                        event = self._resume_event = anyio.Event()
+                        await event.wait()
+                    reader.feed_data(await stream.receive(_RECEIVE_SIZE))
+            except anyio.EndOfStream:
+                self._eof_received(reader)
+            except anyio.ClosedResourceError:
+                pass  # closed by us: _connection_lost() feeds the EOF
+            except (anyio.BrokenResourceError, OSError) as exc:
+                if _is_ragged_tls_eof(exc):
+                    # A TLS peer that closes without close_notify reads as EOF, as in asyncio.
+                    self._eof_received(reader)
+                else:
+                    self._connection_lost(connection_error(exc))
+        if self._receiver_scope is scope:
+            self._receiver_scope = None
+
+    def _eof_received(self, reader: StreamReader) -> None:
+        reader.feed_eof()
+        if not self.can_write_eof():
+            # Over TLS, asyncio closes the connection at EOF; over TCP it stays half-open.
+            self.close()
+
     def _ensure_sender(self) -> None:
-        if not self._sender_running:
+        if not self._sender_running and not self._upgrading:
             self._sender_running = True
             spawn_detached(self._run_sender, name=f"asyncstreams sender {self!r}")
 
@@ -329,6 +433,10 @@ class StreamTransport:
         finally:
             self._sender_running = False
             self._sender_scope = None
+            idle = self._sender_idle
+            if idle is not None:
+                self._sender_idle = None
+                idle.set()
             if self._closing and not self._lost:
                 # Cancelled (the event loop is shutting down): at least release the socket.
                 with anyio.CancelScope(shield=True):
@@ -341,6 +449,7 @@ class StreamTransport:
             return
         self._lost = True
         self._lost_exc = exc
+        self._stop_receiver()
         self._chunks.clear()
         self._size = 0
         reader = self._reader

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -25,7 +26,7 @@ class StreamWriter:
     ``transport.set_write_buffer_limits()``) is unsent.
 
     Differs from asyncio: there is no event loop object, so ``get_loop()`` and the
-    *loop* argument do not exist; ``start_tls()`` comes with TLS support.
+    *loop* argument do not exist.
     """
 
     def __init__(self, transport: StreamTransport, reader: StreamReader | None) -> None:
@@ -92,6 +93,37 @@ class StreamWriter:
             if not transport._paused:
                 raise ConnectionResetError("Connection lost")
         await transport._drain_helper()
+
+    async def start_tls(
+        self,
+        sslcontext: ssl.SSLContext,
+        *,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> None:
+        """Upgrade the connection to TLS; the same reader and writer go on working.
+
+        The server side of a connection (one accepted by :func:`start_server`) acts
+        as the TLS server, any other as the client. Raises what the handshake raises
+        (``ssl.SSLCertVerificationError``, ``ConnectionAbortedError`` after
+        *ssl_handshake_timeout*, 60 s by default) and closes the connection then.
+
+        Differs from asyncio: bytes received before the upgrade that the application
+        had not read are handed to TLS, never lost (asyncio before 3.13.12 and uvloop
+        lose them and the handshake hangs); the writer keeps its transport object.
+        """
+        if not isinstance(sslcontext, ssl.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
+            )
+        await self.drain()
+        await self._transport._start_tls(
+            sslcontext,
+            server_hostname=server_hostname,
+            handshake_timeout=ssl_handshake_timeout,
+            shutdown_timeout=ssl_shutdown_timeout,
+        )
 
     def __del__(self, warnings: Any = warnings) -> None:
         transport = getattr(self, "_transport", None)

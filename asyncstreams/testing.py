@@ -7,7 +7,7 @@ from ._reader import DEFAULT_LIMIT, StreamReader
 from ._streams import wrap
 from ._writer import StreamWriter
 
-__all__ = ["memory_stream_pair"]
+__all__ = ("memory_stream_pair",)
 
 StreamPair = tuple[StreamReader, StreamWriter]
 

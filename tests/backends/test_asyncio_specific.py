@@ -31,6 +31,11 @@ T = TypeVar("T")
 #: Bound on every wait: a hang fails the test, it does not stall the run.
 WAIT = 10
 
+#: asyncio gained the behaviour asyncstreams follows everywhere (handler errors reported
+#: and their connection closed, wait_closed() waiting for clients) in 3.12; before that,
+#: the written-out expectations below are the reference.
+ASYNCIO_IS_REFERENCE = sys.version_info >= (3, 12)
+
 LoopFactory = Callable[[], asyncio.AbstractEventLoop] | None
 
 LOOPS = [
@@ -113,9 +118,9 @@ def test_handler_exception_reaches_loop_exception_handler(loop_factory: LoopFact
         True,
         b"",
     )
-    reference = run(lambda: handler_exception_scenario(asyncio), loop_factory)
-    assert reference == expected
-    assert run(lambda: handler_exception_scenario(asyncstreams), loop_factory) == reference
+    if ASYNCIO_IS_REFERENCE:
+        assert run(lambda: handler_exception_scenario(asyncio), loop_factory) == expected
+    assert run(lambda: handler_exception_scenario(asyncstreams), loop_factory) == expected
 
 
 async def default_handler_scenario(mod: types.ModuleType) -> None:
@@ -139,7 +144,7 @@ def test_handler_exception_logged_by_default_exception_handler(
 ) -> None:
     """Without a custom handler, the loop's default one logs it to the 'asyncio' logger."""
     outcomes = []
-    for mod in (asyncio, asyncstreams):
+    for mod in (asyncio, asyncstreams) if ASYNCIO_IS_REFERENCE else (asyncstreams,):
         caplog.clear()
         run(lambda mod=mod: default_handler_scenario(mod), loop_factory)  # type: ignore[misc]
         outcomes.append(
@@ -149,18 +154,12 @@ def test_handler_exception_logged_by_default_exception_handler(
                 if r.levelno >= logging.WARNING
             ]
         )
-    reference, ours = outcomes
-    assert len(reference) == 1
-    name, level, message, exc = reference[0]
-    assert (name, level, message) == (
-        "asyncio",
-        logging.ERROR,
-        "Unhandled exception in client_connected_cb",
-    )
-    assert isinstance(exc, ValueError)
-    assert len(ours) == 1
-    assert ours[0][:3] == reference[0][:3]
-    assert isinstance(ours[0][3], ValueError)
+    expected = ("asyncio", logging.ERROR, "Unhandled exception in client_connected_cb")
+    for records in outcomes:
+        assert len(records) == 1
+        name, level, message, exc = records[0]
+        assert (name, level, message) == expected
+        assert isinstance(exc, ValueError)
 
 
 # -- serve_forever() ends with CancelledError ---------------------------------------------
@@ -245,10 +244,11 @@ SERVE_FOREVER_EXPECTED = {
 def test_serve_forever_raises_cancelled_error(
     how: str, with_client: bool, loop_factory: LoopFactory
 ) -> None:
-    reference = run(lambda: serve_forever_scenario(asyncio, how, with_client), None)
-    assert reference == SERVE_FOREVER_EXPECTED[how, with_client]
+    expected = SERVE_FOREVER_EXPECTED[how, with_client]
+    if ASYNCIO_IS_REFERENCE:
+        assert run(lambda: serve_forever_scenario(asyncio, how, with_client), None) == expected
     ours = run(lambda: serve_forever_scenario(asyncstreams, how, with_client), loop_factory)
-    assert ours == reference
+    assert ours == expected
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS)
