@@ -72,7 +72,10 @@ class Server:
         self._clients: weakref.WeakSet[StreamTransport] = weakref.WeakSet()
         self._serving = False
         self._accept_scopes: list[anyio.CancelScope] = []
-        self._accepting = 0  # accept loops still running (they close their sockets)
+        self._accepting = 0  # accept loops still running
+        # Clients accepted whose transport does not exist yet (asyncio attaches a client
+        # to its server as it accepts it, so wait_closed() waits for these too).
+        self._starting = 0
         self._closed_event: anyio.Event | None = None
         self._fully_closed = False
         self._serve_forever_event: anyio.Event | None = None
@@ -90,7 +93,12 @@ class Server:
         self._maybe_wakeup()
 
     def _maybe_wakeup(self) -> None:
-        if self._sockets is None and not self._clients and self._accepting == 0:
+        if (
+            self._sockets is None
+            and not self._clients
+            and self._accepting == 0
+            and self._starting == 0
+        ):
             self._fully_closed = True
             if self._closed_event is not None:
                 self._closed_event.set()
@@ -123,7 +131,12 @@ class Server:
         await checkpoint()
 
     async def serve_forever(self) -> None:
-        """Accept connections until cancelled; cancelling closes the server."""
+        """Accept connections until cancelled; cancelling closes the server.
+
+        Differs from asyncio: cancelled by an anyio or trio cancel scope, it closes the
+        server but cannot then wait for the clients to leave (the scope is cancelled);
+        ``await server.wait_closed()`` outside the scope does that.
+        """
         if self._serve_forever_event is not None:
             raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
         if self._sockets is None:
@@ -158,10 +171,11 @@ class Server:
         for scope in self._accept_scopes:
             scope.cancel()
         self._accept_scopes.clear()
-        if self._accepting == 0:
-            # Never served: no accept loop will close them.
-            for sock in sockets:
-                self._close_listener(sock)
+        # As asyncio does, close the listeners now, not when the accept loops next run:
+        # a client connecting right after close() is refused, never accepted and reset,
+        # and a UNIX socket file is gone once close() returns.
+        for sock in sockets:
+            self._close_listener(sock)
         if self._serve_forever_event is not None:
             self._serve_forever_event.set()
         self._maybe_wakeup()
@@ -198,6 +212,8 @@ class Server:
             spawn_detached(lambda: fn(*args), name=name)
 
     def _close_listener(self, sock: socket.socket) -> None:
+        if sock.fileno() == -1:
+            return
         inode = self._unix_inodes.pop(sock, None)
         path = None
         if inode is not None:
@@ -205,6 +221,9 @@ class Server:
                 path = sock.getsockname()
             except OSError:
                 path = None
+        if current_backend() is not None:
+            # Wake the accept loop waiting on it before the descriptor can be reused.
+            anyio.notify_closing(sock)
         sock.close()
         if path:
             try:
@@ -218,36 +237,57 @@ class Server:
     async def _accept_loop(self, sock: socket.socket, scope: anyio.CancelScope) -> None:
         try:
             with scope:
-                while True:
-                    await anyio.wait_readable(sock)
+                while sock.fileno() != -1:
+                    try:
+                        await anyio.wait_readable(sock)
+                    except anyio.ClosedResourceError:
+                        break  # close() closed it
                     # Accept what is queued, up to the backlog, as asyncio does.
                     for _ in range(self._backlog):
                         try:
-                            conn, _addr = sock.accept()
+                            conn, addr = sock.accept()
                         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                             break
                         except OSError as exc:
-                            if exc.errno not in _ACCEPT_RESOURCE_ERRORS:
-                                raise
-                            logger.error(
-                                "socket.accept() out of system resource: %s", exc, exc_info=True
-                            )
-                            await anyio.sleep(_ACCEPT_RETRY_DELAY)
+                            if exc.errno in _ACCEPT_RESOURCE_ERRORS:
+                                logger.error(
+                                    "socket.accept() out of system resource: %s",
+                                    exc,
+                                    exc_info=True,
+                                )
+                                await anyio.sleep(_ACCEPT_RETRY_DELAY)
+                            else:
+                                # asyncio logs it and keeps listening; so do we.
+                                logger.error("Error accepting a connection: %r", exc, exc_info=True)
                             break
-                        self._spawn(self._serve_client, conn, name=f"asyncstreams client {_addr!r}")
+                        self._starting += 1
+                        try:
+                            self._spawn(
+                                self._serve_client, conn, name=f"asyncstreams client {addr!r}"
+                            )
+                        except BaseException:
+                            self._starting -= 1
+                            conn.close()
+                            raise
         finally:
             self._accepting -= 1
             self._close_listener(sock)
             self._maybe_wakeup()
 
-    async def _serve_client(self, conn: socket.socket) -> None:
-        if self._keep_alive:
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    async def _connect_client(
+        self, conn: socket.socket
+    ) -> tuple[StreamReader, StreamWriter] | None:
+        """Make the client's reader and writer, attached to this server; None if it left."""
         try:
+            if self._keep_alive:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             stream: ByteStream = await stream_from_socket(conn)
         except OSError:
             conn.close()  # the client left before we got to it
-            return
+            return None
+        except BaseException:
+            conn.close()
+            raise
         if self._ssl is not None:
             try:
                 stream = await _tls.wrap(
@@ -260,7 +300,7 @@ class Server:
             except (OSError, anyio.BrokenResourceError) as exc:
                 # A failed handshake drops this client only; asyncio logs it at debug level.
                 logger.debug("TLS handshake failed with a client: %r", exc)
-                return
+                return None
         reader = StreamReader(limit=self._limit)
         transport = StreamTransport(
             stream,
@@ -269,7 +309,18 @@ class Server:
             server_side=True,
             ssl_shutdown_timeout=self._ssl_shutdown_timeout,
         )
-        writer = StreamWriter(transport, reader)
+        return reader, StreamWriter(transport, reader)
+
+    async def _serve_client(self, conn: socket.socket) -> None:
+        try:
+            pair = await self._connect_client(conn)
+        finally:
+            self._starting -= 1
+            self._maybe_wakeup()
+        if pair is None:
+            return
+        reader, writer = pair
+        transport = writer.transport
         try:
             result = self._callback(reader, writer)
             if inspect.isawaitable(result):
@@ -352,9 +403,7 @@ async def _bind_tcp_sockets(
             try:
                 sock.bind(sa)
             except OSError as err:
-                msg = (
-                    f"error while attempting to bind on address {sa!r}: {str(err.strerror).lower()}"
-                )
+                msg = f"error while attempting to bind on address {sa!r}: {str(err).lower()}"
                 if err.errno == errno.EADDRNOTAVAIL:
                     sockets.pop()
                     sock.close()
@@ -437,7 +486,8 @@ async def start_server(
         ssl=ssl,
         ssl_handshake_timeout=ssl_handshake_timeout,
         ssl_shutdown_timeout=ssl_shutdown_timeout,
-        keep_alive=bool(keep_alive),
+        # asyncio applies keep_alive to the sockets it binds only, never to a given sock.
+        keep_alive=bool(keep_alive) and sock is None,
         task_group=task_group,
     )
 
