@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Final
 
-import anyio
-
+from ._backend import Waiter, waiter_factory
 from ._buffer import ReceiveBuffer, SeparatorMatch
 from ._exceptions import IncompleteReadError, LimitOverrunError
 
@@ -49,7 +48,8 @@ class StreamReader(AsyncIterator[bytes]):
         # True while the transport has stopped receiving because the buffer is full.
         self._paused = False
         # The event a waiting read sleeps on; setting it wakes the read up.
-        self._waiter: anyio.Event | None = None
+        self._waiter: Waiter | None = None
+        self._new_waiter: Callable[[], Waiter] | None = None  # the running loop's kind
         # The exception that woke the waiting read, if one did.
         self._wake_exception: BaseException | None = None
 
@@ -134,7 +134,10 @@ class StreamReader(AsyncIterator[bytes]):
         # n over the limit, read(-1)): let it receive again, as asyncio does.
         if self._paused:
             self._resume_transport()
-        waiter = self._waiter = anyio.Event()
+        new_waiter = self._new_waiter
+        if new_waiter is None:
+            new_waiter = self._new_waiter = waiter_factory()
+        waiter = self._waiter = new_waiter()
         try:
             await waiter.wait()
         finally:
@@ -175,6 +178,14 @@ class StreamReader(AsyncIterator[bytes]):
         the buffer with it) if EOF comes first. Tuples work on every Python version,
         as in asyncio 3.13.
         """
+        if type(separator) is bytes and separator and self._exception is None:
+            # The common case: the separator is already buffered.
+            end = self._buffer.find_end(separator, self._limit)
+            if end != -1:
+                chunk = self._buffer.take(end)
+                if self._paused:
+                    self._maybe_resume_transport()
+                return chunk
         if isinstance(separator, tuple):
             # Sorting makes the shortest of equally-ending matches win.
             separators = sorted(separator, key=len)

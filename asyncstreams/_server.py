@@ -15,14 +15,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import anyio
-from anyio.abc import ByteStream, TaskGroup
+from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
-from . import _tls
 from ._backend import current_backend, report_handler_error, spawn_detached
-from ._connect import resolve, stream_from_socket
+from ._connect import resolve
 from ._reader import DEFAULT_LIMIT, StreamReader
-from ._transport import StreamTransport, logger
+from ._transport import StreamTransport, logger, transport_from_socket
 from ._writer import StreamWriter
 
 __all__ = ["ClientConnectedCallback", "Server", "start_server", "start_unix_server"]
@@ -278,37 +277,28 @@ class Server:
         self, conn: socket.socket
     ) -> tuple[StreamReader, StreamWriter] | None:
         """Make the client's reader and writer, attached to this server; None if it left."""
+        reader = StreamReader(limit=self._limit)
         try:
             if self._keep_alive:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            stream: ByteStream = await stream_from_socket(conn)
-        except OSError:
-            conn.close()  # the client left before we got to it
+            transport = await transport_from_socket(
+                conn,
+                reader,
+                ssl_context=self._ssl,
+                server=self,
+                server_side=True,
+                ssl_handshake_timeout=self._ssl_handshake_timeout,
+                ssl_shutdown_timeout=self._ssl_shutdown_timeout,
+            )
+        except OSError as exc:
+            # The client left before we got to it, or its TLS handshake failed: that
+            # drops this client only. asyncio logs it at debug level.
+            conn.close()
+            logger.debug("Could not set up a connection with a client: %r", exc)
             return None
         except BaseException:
             conn.close()
             raise
-        if self._ssl is not None:
-            try:
-                stream = await _tls.wrap(
-                    stream,
-                    self._ssl,
-                    server_side=True,
-                    server_hostname=None,
-                    handshake_timeout=self._ssl_handshake_timeout,
-                )
-            except (OSError, anyio.BrokenResourceError) as exc:
-                # A failed handshake drops this client only; asyncio logs it at debug level.
-                logger.debug("TLS handshake failed with a client: %r", exc)
-                return None
-        reader = StreamReader(limit=self._limit)
-        transport = StreamTransport(
-            stream,
-            reader,
-            server=self,
-            server_side=True,
-            ssl_shutdown_timeout=self._ssl_shutdown_timeout,
-        )
         return reader, StreamWriter(transport, reader)
 
     async def _serve_client(self, conn: socket.socket) -> None:

@@ -9,9 +9,9 @@ import ssl as _ssl
 from anyio.abc import ByteStream
 
 from . import _tls
-from ._connect import connect_tcp_socket, connect_unix_socket, stream_from_socket
+from ._connect import connect_tcp_socket, connect_unix_socket
 from ._reader import DEFAULT_LIMIT, StreamReader
-from ._transport import StreamTransport
+from ._transport import StreamTransport, transport_from_socket
 from ._writer import StreamWriter
 
 __all__ = ["open_connection", "open_unix_connection", "wrap"]
@@ -66,20 +66,17 @@ async def _finish(
 ) -> tuple[StreamReader, StreamWriter]:
     reader = StreamReader(limit=limit)  # validates limit before anything is opened
     try:
-        stream: ByteStream = await stream_from_socket(sock)
+        transport = await transport_from_socket(
+            sock,
+            reader,
+            ssl_context=_tls.client_context(ssl, server_hostname) if ssl else None,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
     except BaseException:
         sock.close()
         raise
-    if ssl:
-        context = _tls.client_context(ssl, server_hostname)
-        stream = await _tls.wrap(
-            stream,
-            context,
-            server_side=False,
-            server_hostname=server_hostname,
-            handshake_timeout=ssl_handshake_timeout,
-        )
-    transport = StreamTransport(stream, reader, ssl_shutdown_timeout=ssl_shutdown_timeout)
     return reader, StreamWriter(transport, reader)
 
 

@@ -1,0 +1,64 @@
+"""What moves a connection's bytes: the engine interface behind :class:`StreamTransport`.
+
+An engine is to :class:`~asyncstreams.StreamTransport` what an asyncio transport is to
+its protocol: it sends what it is given, receives into the reader, and reports back
+through the :class:`Owner` callbacks (data, EOF, connection lost, write flow control).
+Two engines exist: :class:`~asyncstreams._task_engine.TaskEngine` over any anyio byte
+stream (on every backend), and, on asyncio, the faster
+:class:`~asyncstreams._asyncio_engine.AsyncioEngine` over the event loop's own socket
+transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from anyio.abc import ByteStream
+
+__all__ = ["DEFAULT_HIGH_WATER", "RECEIVE_SIZE", "Engine", "Owner"]
+
+DEFAULT_HIGH_WATER = 64 * 1024  # asyncio's default write high-water mark
+RECEIVE_SIZE = 64 * 1024
+
+
+class Owner(Protocol):
+    """The callbacks an engine makes (``StreamTransport`` implements them)."""
+
+    def _data_received(self, data: bytes | bytearray | memoryview) -> None: ...
+    def _eof_received(self) -> None: ...
+    def _connection_lost(self, exc: BaseException | None) -> None: ...
+    def _pause_writing(self) -> None: ...
+    def _resume_writing(self) -> None: ...
+
+
+class Engine(Protocol):
+    """A connection's byte mover; every method but :meth:`detach` is synchronous."""
+
+    def start(self, owner: Owner) -> None:
+        """Begin receiving; report to *owner* from now on."""
+
+    def write(self, data: bytes) -> None: ...
+    def flush(self) -> None:
+        """Start sending what ``write()`` buffered now rather than a moment later."""
+
+    def write_eof(self) -> None: ...
+    def can_write_eof(self) -> bool: ...
+    def close(self) -> None:
+        """Send what is buffered, then close; ``_connection_lost(None)`` follows."""
+
+    def abort(self) -> None:
+        """Close at once, dropping what is buffered; ``_connection_lost(None)`` follows."""
+
+    def get_write_buffer_size(self) -> int: ...
+    def set_write_buffer_limits(self, high: int, low: int) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def extra(self, attribute: Any, default: Any = None) -> Any:
+        """An anyio typed attribute (``SocketAttribute``, ``TLSAttribute``) or *default*."""
+
+    async def detach(self) -> ByteStream:
+        """Send everything buffered, stop receiving, and hand over the connection.
+
+        The engine reports nothing more; the returned stream (which ``start_tls()``
+        wraps in TLS) owns the connection.
+        """
