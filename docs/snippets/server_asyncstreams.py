@@ -1,0 +1,18 @@
+from collections.abc import Callable
+
+import asyncstreams
+
+
+async def handle(reader: asyncstreams.StreamReader, writer: asyncstreams.StreamWriter) -> None:
+    async for line in reader:
+        writer.write(line.upper())
+        await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+async def serve(port: int, ready: Callable[[int], None]) -> None:
+    server = await asyncstreams.start_server(handle, "127.0.0.1", port)
+    ready(server.sockets[0].getsockname()[1])
+    async with server:
+        await server.serve_forever()  # until cancelled
