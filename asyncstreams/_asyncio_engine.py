@@ -16,26 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from typing import Any, cast
 
 from anyio.abc import ByteStream, SocketAttribute
 
-from ._engine import DEFAULT_HIGH_WATER, Owner
+from ._engine import DEFAULT_HIGH_WATER, Owner, receive_buffer
 
 __all__ = ["AsyncioEngine"]
-
-_RECEIVE_BUFFER_SIZE = 256 * 1024
-
-
-class _ThreadBuffer(threading.local):
-    """One receive buffer per thread: each receive is copied out before the next."""
-
-    def __init__(self) -> None:
-        self.view = memoryview(bytearray(_RECEIVE_BUFFER_SIZE))
-
-
-_buffer = _ThreadBuffer()
 
 
 class AsyncioEngine(asyncio.BufferedProtocol):
@@ -46,7 +33,7 @@ class AsyncioEngine(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._owner: Owner | None = None
-        self._view = _buffer.view
+        self._view = receive_buffer()
         # The first write after a wait goes straight to the transport, as in asyncio (one
         # message, one send). Writes that follow it are joined and sent together at the
         # next drain(), the next loop pass, or once they pass the high-water mark.

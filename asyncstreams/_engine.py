@@ -11,14 +11,34 @@ transport.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Protocol
 
 from anyio.abc import ByteStream
 
-__all__ = ["DEFAULT_HIGH_WATER", "RECEIVE_SIZE", "Engine", "Owner"]
+__all__ = ["DEFAULT_HIGH_WATER", "RECEIVE_SIZE", "Engine", "Owner", "receive_buffer"]
 
 DEFAULT_HIGH_WATER = 64 * 1024  # asyncio's default write high-water mark
 RECEIVE_SIZE = 64 * 1024
+_SHARED_RECEIVE_SIZE = 256 * 1024
+
+
+class _ThreadBuffer(threading.local):
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(_SHARED_RECEIVE_SIZE))
+
+
+_thread_buffer = _ThreadBuffer()
+
+
+def receive_buffer() -> memoryview:
+    """The calling thread's receive buffer, shared by all its connections.
+
+    An engine receives into it and hands the bytes to the reader (which copies
+    them) before it awaits anything, so one buffer serves every connection of an
+    event loop, and an idle connection holds none.
+    """
+    return _thread_buffer.view
 
 
 class Owner(Protocol):

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
+from anyio.lowlevel import checkpoint
 from anyio.streams.tls import TLSAttribute
 
 from . import _tls
 from ._backend import current_backend
 from ._engine import DEFAULT_HIGH_WATER, Engine
+from ._socket_engine import SocketEngine
 from ._task_engine import TaskEngine
 
 if TYPE_CHECKING:
@@ -356,16 +358,19 @@ async def transport_from_socket(
 ) -> StreamTransport:
     """The transport for a connected socket, with the fastest engine the loop allows.
 
-    Plain connections on asyncio (and uvloop) run on the loop's own socket transport;
-    TLS connections, and every connection on trio, on anyio streams. Closes *sock*
-    if that fails.
+    Plain connections run on the loop's own socket transport on asyncio (and uvloop)
+    and on the socket itself on trio; TLS connections on anyio's TLS stream.
     """
     from ._connect import stream_from_socket
 
-    if ssl_context is None and current_backend() == "asyncio":
-        from ._asyncio_engine import AsyncioEngine
+    if ssl_context is None:
+        if current_backend() == "asyncio":
+            from ._asyncio_engine import AsyncioEngine
 
-        engine = await AsyncioEngine.connect(sock)
+            engine: Engine = await AsyncioEngine.connect(sock)
+        else:
+            engine = SocketEngine(sock)
+            await checkpoint()
         return StreamTransport(engine, reader, server=server, server_side=server_side)
     stream: ByteStream = await stream_from_socket(sock)
     if ssl_context is not None:

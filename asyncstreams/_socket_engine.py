@@ -1,0 +1,333 @@
+"""The engine for plain sockets on trio: the socket itself, driven by readiness.
+
+anyio's socket stream costs a task switch and a round of error translation per send,
+and the task engine spawns a sending task per burst of writes. Here, as asyncio's
+selector transport does, ``write()`` sends at once on the non-blocking socket; only
+what the kernel does not take waits for a sending task (started once, when first
+needed). One receiving task waits for readability and feeds the reader.
+
+The code is backend-neutral (anyio's ``wait_readable``/``wait_writable``); it is used
+on trio, where asyncio's own transport (``_asyncio_engine``) is not available.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from anyio.abc import ByteStream, SocketAttribute
+
+from ._backend import spawn_detached
+from ._engine import DEFAULT_HIGH_WATER, Owner, receive_buffer
+
+__all__ = ["SocketEngine"]
+
+_WOULD_BLOCK = (BlockingIOError, InterruptedError)
+
+FdWait = Callable[[socket.socket], Awaitable[None]]
+
+
+def _fd_waits() -> tuple[FdWait, FdWait]:
+    try:
+        import trio
+    except ImportError:  # pragma: no cover - only used on trio
+        return anyio.wait_readable, anyio.wait_writable
+    if trio.lowlevel.in_trio_run():
+        # The same functions anyio would call, without its per-call dispatch.
+        return trio.lowlevel.wait_readable, trio.lowlevel.wait_writable
+    return anyio.wait_readable, anyio.wait_writable
+
+
+class SocketEngine:
+    """Moves bytes between a connected non-blocking socket and its owner."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._owner: Owner | None = None
+        self._wait_readable, self._wait_writable = _fd_waits()
+        # The first write after a wait is sent at once; writes that follow it are
+        # joined and sent by the sending task (or by drain()).
+        self._send_next = True
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._high = DEFAULT_HIGH_WATER
+        self._low = DEFAULT_HIGH_WATER // 4
+        self._writing_paused = False
+        self._sender_wakeup: anyio.Event | None = None
+        self._sender_running = False
+        self._flushed: anyio.Event | None = None
+        self._eof_requested = False
+        self._eof_sent = False
+        self._closing = False
+        self._lost = False
+        self._detached = False
+        self._receiver_scope: anyio.CancelScope | None = None
+        self._receiver_done: anyio.Event | None = None
+        self._reading_paused = False
+        self._resume_event: anyio.Event | None = None
+
+    # -- Engine --------------------------------------------------------------------------
+
+    def start(self, owner: Owner) -> None:
+        self._owner = owner
+        scope = self._receiver_scope = anyio.CancelScope()
+        done = self._receiver_done = anyio.Event()
+        spawn_detached(lambda: self._run_receiver(scope, done), name="asyncstreams receiver")
+
+    def write(self, data: bytes) -> None:
+        if self._send_next and not self._pending:
+            self._send_next = False
+            try:
+                sent = self._sock.send(data)
+            except _WOULD_BLOCK:
+                sent = 0
+            except OSError as exc:
+                self._lose(exc)
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._pending.append(data)
+        self._size += len(data)
+        if not self._writing_paused and self._size > self._high:
+            self._writing_paused = True
+            assert self._owner is not None
+            self._owner._pause_writing()
+        self._wake_sender()
+
+    def flush(self) -> None:
+        self._send_next = True
+        if self._pending and not self._sender_running and not self._send_pending():
+            self._wake_sender()  # the kernel took only part of it
+
+    def write_eof(self) -> None:
+        self._eof_requested = True
+        self.flush()
+        if not self._pending:
+            self._shutdown_write()
+        else:
+            self._wake_sender()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._stop_receiver()  # asyncio stops reading at close()
+        self.flush()
+        if self._pending:
+            self._wake_sender()  # it closes once everything is sent
+        else:
+            self._close_socket()
+            self._lose(None)
+
+    def abort(self) -> None:
+        if self._lost:
+            return
+        self._closing = True
+        self._pending.clear()
+        self._size = 0
+        self._stop_receiver()
+        self._close_socket()
+        self._lose(None)
+
+    def get_write_buffer_size(self) -> int:
+        return self._size
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        self._high = high
+        self._low = low
+        self._update_flow_control()
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+        event = self._resume_event
+        if event is not None:
+            self._resume_event = None
+            event.set()
+
+    def extra(self, attribute: Any, default: Any = None) -> Any:
+        if attribute is SocketAttribute.raw_socket:
+            return self._sock
+        return default
+
+    async def detach(self) -> ByteStream:
+        from ._connect import stream_from_socket
+
+        if self._pending:
+            self._flushed = anyio.Event()
+            self._wake_sender()
+            await self._flushed.wait()
+        if self._lost or self._closing:
+            raise ConnectionResetError("Connection lost")
+        done = self._receiver_done
+        self._stop_receiver()
+        if done is not None:
+            await done.wait()
+        if self._lost:
+            raise ConnectionResetError("Connection lost")
+        self._detached = True
+        sender = self._sender_wakeup
+        if sender is not None:
+            sender.set()  # let the sending task see it is done
+        return await stream_from_socket(self._sock)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _stop_receiver(self) -> None:
+        scope = self._receiver_scope
+        if scope is not None:
+            self._receiver_scope = None
+            scope.cancel()
+
+    async def _run_receiver(self, scope: anyio.CancelScope, done: anyio.Event) -> None:
+        try:
+            with scope:
+                await self._receive_loop()
+        finally:
+            done.set()
+
+    async def _receive_loop(self) -> None:
+        owner = self._owner
+        assert owner is not None
+        sock = self._sock
+        wait_readable = self._wait_readable
+        view = receive_buffer()
+        while True:
+            if self._reading_paused:
+                event = self._resume_event = anyio.Event()
+                await event.wait()
+            try:
+                await wait_readable(sock)
+            except Exception:
+                if self._closing or self._lost:
+                    return  # our own close() closed the socket under the wait
+                raise
+            try:
+                nbytes = sock.recv_into(view)
+            except _WOULD_BLOCK:
+                continue
+            except OSError as exc:
+                self._lose(exc)
+                return
+            if not nbytes:
+                owner._eof_received()
+                return
+            self._send_next = True  # a new pass: a reply may go out at once
+            owner._data_received(view[:nbytes])
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _wake_sender(self) -> None:
+        if self._sender_running:
+            wakeup = self._sender_wakeup
+            if wakeup is not None:
+                self._sender_wakeup = None
+                wakeup.set()
+        elif not self._lost:
+            self._sender_running = True
+            spawn_detached(self._run_sender, name="asyncstreams sender")
+
+    def _send_pending(self) -> bool:
+        """Send what the kernel takes now; True once nothing is left."""
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        try:
+            sent = self._sock.send(data)
+        except _WOULD_BLOCK:
+            sent = 0
+        except OSError as exc:
+            self._lose(exc)
+            return True
+        self._size -= sent
+        if sent < len(data):
+            pending.append(data[sent:])
+        self._update_flow_control()
+        return not pending
+
+    async def _run_sender(self) -> None:
+        try:
+            while not self._lost and not self._detached:
+                if self._pending:
+                    if not self._send_pending():
+                        try:
+                            await self._wait_writable(self._sock)
+                        except Exception:
+                            if self._lost:
+                                return  # aborted under the wait
+                            raise
+                    continue
+                flushed = self._flushed
+                if flushed is not None:
+                    self._flushed = None
+                    flushed.set()
+                if self._eof_requested and not self._eof_sent:
+                    self._shutdown_write()
+                if self._closing:
+                    self._close_socket()
+                    self._lose(None)
+                    return
+                self._send_next = True
+                wakeup = self._sender_wakeup = anyio.Event()
+                await wakeup.wait()
+        finally:
+            self._sender_running = False
+            if self._closing and not self._lost:
+                # Cancelled (the event loop is shutting down): release the socket.
+                self._close_socket()
+                self._lose(None)
+
+    def _shutdown_write(self) -> None:
+        if self._eof_sent or self._lost:
+            return
+        self._eof_sent = True
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._lose(exc)
+
+    def _update_flow_control(self) -> None:
+        owner = self._owner
+        if self._size > self._high:
+            if not self._writing_paused:
+                self._writing_paused = True
+                if owner is not None:
+                    owner._pause_writing()
+        elif self._writing_paused and self._size <= self._low:
+            self._writing_paused = False
+            if owner is not None:
+                owner._resume_writing()
+
+    def _close_socket(self) -> None:
+        if self._sock.fileno() != -1:
+            anyio.notify_closing(self._sock)
+            self._sock.close()
+
+    def _lose(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._stop_receiver()
+        self._pending.clear()
+        self._size = 0
+        self._writing_paused = False
+        if not self._closing:
+            self._closing = True
+        self._close_socket()
+        wakeup = self._sender_wakeup
+        if wakeup is not None:
+            wakeup.set()
+        flushed = self._flushed
+        if flushed is not None:
+            flushed.set()
+        if self._owner is not None and not self._detached:
+            self._owner._connection_lost(exc)
