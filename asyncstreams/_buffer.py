@@ -90,17 +90,11 @@ class ReceiveBuffer:
     def startswith(self, prefix: bytes, offset: int) -> bool:
         return self._data.startswith(prefix, self._start + offset)
 
-    def find_end(self, separator: bytes, limit: int) -> int:
-        """How many bytes up to and including *separator*, if it is buffered within *limit*.
-
-        Returns -1 otherwise (not there yet, or too far: the full search decides).
-        A quick first look for ``readuntil(bytes)``; it leaves nothing behind.
-        """
+    def find(self, separator: bytes, offset: int) -> int:
+        """Where *separator* starts at or after *offset* (relative to the front), or -1."""
         start = self._start
-        i = self._data.find(separator, start)
-        if i == -1 or i - start > limit:
-            return -1
-        return i - start + len(separator)
+        i = self._data.find(separator, start + offset)
+        return i if i == -1 else i - start
 
     def find_separator(self, separators: Sequence[bytes], match: SeparatorMatch) -> bool:
         """Look for the earliest-ending separator past ``match.searched``.

@@ -12,6 +12,7 @@ transport.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from anyio.abc import ByteStream
@@ -44,7 +45,9 @@ def receive_buffer() -> memoryview:
 class Owner(Protocol):
     """The callbacks an engine makes (``StreamTransport`` implements them)."""
 
-    def _data_received(self, data: bytes | bytearray | memoryview) -> None: ...
+    # An attribute rather than a method: the owner sets it to the reader's feed_data.
+    _data_received: Callable[[bytes | bytearray | memoryview], None]
+
     def _eof_received(self) -> None: ...
     def _connection_lost(self, exc: BaseException | None) -> None: ...
     def _pause_writing(self) -> None: ...

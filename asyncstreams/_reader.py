@@ -158,7 +158,7 @@ class StreamReader(AsyncIterator[bytes]):
         seen, else the whole buffer.
         """
         try:
-            return await self.readuntil(b"\n")
+            return await self._readuntil_one(b"\n")
         except IncompleteReadError as e:
             return e.partial
         except LimitOverrunError as e:
@@ -178,14 +178,8 @@ class StreamReader(AsyncIterator[bytes]):
         the buffer with it) if EOF comes first. Tuples work on every Python version,
         as in asyncio 3.13.
         """
-        if type(separator) is bytes and separator and self._exception is None:
-            # The common case: the separator is already buffered.
-            end = self._buffer.find_end(separator, self._limit)
-            if end != -1:
-                chunk = self._buffer.take(end)
-                if self._paused:
-                    self._maybe_resume_transport()
-                return chunk
+        if type(separator) is bytes and separator:
+            return await self._readuntil_one(separator)
         if isinstance(separator, tuple):
             # Sorting makes the shortest of equally-ending matches win.
             separators = sorted(separator, key=len)
@@ -217,6 +211,38 @@ class StreamReader(AsyncIterator[bytes]):
                 "Separator is found, but chunk is longer than limit", match.start
             )
         chunk = buffer.take(match.end)
+        if self._paused:
+            self._maybe_resume_transport()
+        return chunk
+
+    async def _readuntil_one(self, separator: bytes) -> bytes:
+        """``readuntil()`` for one separator: the same steps, without the bookkeeping."""
+        if self._exception is not None:
+            raise self._exception
+        buffer = self._buffer
+        limit = self._limit
+        seplen = len(separator)
+        searched = 0  # the buffer holds no separator before this offset
+        while True:
+            buflen = len(buffer)
+            if buflen - searched >= seplen:
+                start = buffer.find(separator, searched)
+                if start != -1:
+                    break
+                searched = buflen + 1 - seplen
+                if searched > limit:
+                    raise LimitOverrunError(
+                        "Separator is not found, and chunk exceed the limit", searched
+                    )
+            # A complete separator may arrive together with EOF, hence checking after.
+            if self._eof:
+                partial = buffer.take_all()
+                self._maybe_resume_transport()
+                raise IncompleteReadError(partial, None)
+            await self._wait_for_data("readuntil")
+        if start > limit:
+            raise LimitOverrunError("Separator is found, but chunk is longer than limit", start)
+        chunk = buffer.take(start + seplen)
         if self._paused:
             self._maybe_resume_transport()
         return chunk

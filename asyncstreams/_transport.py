@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 from asyncio import trsock
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -117,6 +118,10 @@ class StreamTransport:
         self._upgrade_backlog: list[bytes] | None = None
         if server is not None:
             server._attach(self)
+        # Engines feed the reader directly: this is the hot path of every receive.
+        self._data_received: Callable[[bytes | bytearray | memoryview], None] = (
+            self._drop_data if reader is None else reader.feed_data
+        )
         if reader is not None:
             reader._transport = self
         engine.start(self)
@@ -221,10 +226,8 @@ class StreamTransport:
 
     # -- what the engine reports (asyncio's protocol callbacks) -------------------------
 
-    def _data_received(self, data: bytes | bytearray | memoryview) -> None:
-        reader = self._reader
-        if reader is not None:
-            reader.feed_data(data)
+    def _drop_data(self, data: bytes | bytearray | memoryview) -> None:
+        pass  # no reader: asyncio's StreamReaderProtocol drops it too
 
     def _eof_received(self) -> None:
         reader = self._reader
@@ -269,12 +272,8 @@ class StreamTransport:
     def _resume_reading(self) -> None:
         self._engine.resume_reading()
 
-    async def _drain_helper(self) -> None:
-        self._engine.flush()
-        if self._lost:
-            raise ConnectionResetError("Connection lost")
-        if not self._paused:
-            return
+    async def _wait_for_drain(self) -> None:
+        """Wait until writing resumes (StreamWriter.drain() calls it when paused)."""
         waiter = anyio.Event()
         self._drain_waiters.append(waiter)
         try:

@@ -92,7 +92,12 @@ class StreamWriter:
             await checkpoint()
             if not transport._paused:
                 raise ConnectionResetError("Connection lost")
-        await transport._drain_helper()
+        # asyncio's _drain_helper(), inline: no coroutine when there is nothing to wait for.
+        transport._engine.flush()
+        if transport._lost:
+            raise ConnectionResetError("Connection lost")
+        if transport._paused:
+            await transport._wait_for_drain()
 
     async def start_tls(
         self,
