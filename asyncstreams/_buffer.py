@@ -6,10 +6,11 @@ anything. The async reader is a thin shell around it: ask the buffer; if it cann
 yet, wait for more data and ask again. Because nothing here awaits, a cancelled read can
 never leave the buffer half-consumed.
 
-Consumed bytes are not deleted from the front on every read: the buffer keeps a start
-offset and compacts only once the consumed prefix is at least as large as what is left,
-so reading a large buffer in small pieces costs O(bytes read), amortised (h11's
-``ReceiveBuffer`` does the same).
+It is a ``bytearray``, so the questions asked on every read (``len``, ``find``) are
+answered in C. Taking bytes from the front costs what is taken, not what is left:
+CPython's ``bytearray`` deletes a prefix by moving its start, and copies the rest only
+when it shrinks below half its allocation (amortised O(1) per byte; reading 64 MiB in
+100-byte pieces costs the same per byte as reading it in 64 KiB pieces).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from collections.abc import Sequence
 
 __all__ = ["ReceiveBuffer", "SeparatorMatch"]
 
-# Below this many consumed bytes, compacting is not worth a call.
-_COMPACT_MIN = 4096
+# Up to this size, a slice copied twice is cheaper than a memoryview copied once.
+_SMALL = 4096
 
 
 class SeparatorMatch:
@@ -39,43 +40,22 @@ class SeparatorMatch:
         self.searched = 0
 
 
-class ReceiveBuffer:
-    """A byte buffer that is cheap to consume from the front."""
+class ReceiveBuffer(bytearray):
+    """A byte buffer the reader consumes from the front.
 
-    __slots__ = ("_data", "_start")
+    ``len()``, ``find()``, ``startswith()`` and ``clear()`` are bytearray's own.
+    """
 
-    def __init__(self) -> None:
-        self._data = bytearray()
-        self._start = 0
-
-    def __len__(self) -> int:
-        return len(self._data) - self._start
-
-    def __bool__(self) -> bool:
-        return len(self._data) > self._start
-
-    def __bytes__(self) -> bytes:
-        return bytes(memoryview(self._data)[self._start :])
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._data += data
-
-    def clear(self) -> None:
-        self._data.clear()
-        self._start = 0
+    feed = bytearray.extend
 
     def take(self, n: int) -> bytes:
         """Remove and return up to *n* bytes from the front."""
-        start = self._start
-        data = self._data
-        end = start + n
-        if start == 0 and end >= len(data):
-            out = bytes(data)
-            data.clear()
+        if n >= len(self):
+            out = bytes(self)
+            self.clear()
             return out
-        with memoryview(data) as view:
-            out = bytes(view[start:end])
-        self._consumed(min(end, len(data)))
+        out = bytes(self[:n]) if n <= _SMALL else bytes(memoryview(self)[:n])
+        del self[:n]
         return out
 
     def take_all(self) -> bytes:
@@ -85,55 +65,33 @@ class ReceiveBuffer:
 
     def discard(self, n: int) -> None:
         """Drop up to *n* bytes from the front."""
-        self._consumed(min(self._start + n, len(self._data)))
-
-    def startswith(self, prefix: bytes, offset: int) -> bool:
-        return self._data.startswith(prefix, self._start + offset)
-
-    def find(self, separator: bytes, offset: int) -> int:
-        """Where *separator* starts at or after *offset* (relative to the front), or -1."""
-        start = self._start
-        i = self._data.find(separator, start + offset)
-        return i if i == -1 else i - start
+        del self[:n]
 
     def find_separator(self, separators: Sequence[bytes], match: SeparatorMatch) -> bool:
         """Look for the earliest-ending separator past ``match.searched``.
 
         *separators* must be sorted by length, shortest first, so that of two
         separators ending at the same place the shorter one wins, as in CPython 3.13.
-        Returns True and fills ``match.start``/``match.end`` (relative to the first
-        unconsumed byte) on success; otherwise advances ``match.searched`` to the first
-        position where a separator could still begin once more data arrives.
+        Returns True and fills ``match.start``/``match.end`` on success; otherwise
+        advances ``match.searched`` to the first position where a separator could
+        still begin once more data arrives.
         """
-        data = self._data
-        base = self._start
-        buflen = len(data) - base
-        if buflen - match.searched < len(separators[0]):
+        buflen = len(self)
+        offset = match.searched
+        if buflen - offset < len(separators[0]):
             return False
-        offset = base + match.searched
         best_end = -1
         best_start = -1
         for sep in separators:
-            i = data.find(sep, offset)
+            i = self.find(sep, offset)
             if i != -1:
                 end = i + len(sep)
                 if best_end == -1 or end < best_end:
                     best_end = end
                     best_start = i
         if best_end != -1:
-            match.start = best_start - base
-            match.end = best_end - base
+            match.start = best_start
+            match.end = best_end
             return True
         match.searched = max(0, buflen + 1 - len(separators[-1]))
         return False
-
-    def _consumed(self, new_start: int) -> None:
-        data = self._data
-        if new_start >= len(data):
-            data.clear()
-            self._start = 0
-        elif new_start >= _COMPACT_MIN and new_start * 2 >= len(data):
-            del data[:new_start]
-            self._start = 0
-        else:
-            self._start = new_start
