@@ -13,14 +13,16 @@ on trio, where asyncio's own transport (``_asyncio_engine``) is not available.
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
+from anyio.lowlevel import checkpoint
 
 from ._backend import spawn_detached
-from ._engine import DEFAULT_HIGH_WATER, Owner, receive_buffer
+from ._engine import DEFAULT_HIGH_WATER, RECEIVE_SIZE, Owner, receive_buffer
 
 __all__ = ["SocketEngine"]
 
@@ -29,15 +31,14 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 FdWait = Callable[[socket.socket], Awaitable[None]]
 
 
-def _fd_waits() -> tuple[FdWait, FdWait]:
-    try:
-        import trio
-    except ImportError:  # pragma: no cover - only used on trio
-        return anyio.wait_readable, anyio.wait_writable
-    if trio.lowlevel.in_trio_run():
+def _fd_waits() -> tuple[FdWait, FdWait, Callable[[], Awaitable[None]]]:
+    """``wait_readable``, ``wait_writable`` and ``checkpoint`` for the running loop."""
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
         # The same functions anyio would call, without its per-call dispatch.
-        return trio.lowlevel.wait_readable, trio.lowlevel.wait_writable
-    return anyio.wait_readable, anyio.wait_writable
+        lowlevel = trio.lowlevel
+        return lowlevel.wait_readable, lowlevel.wait_writable, lowlevel.checkpoint
+    return anyio.wait_readable, anyio.wait_writable, checkpoint
 
 
 class SocketEngine:
@@ -47,7 +48,7 @@ class SocketEngine:
         sock.setblocking(False)
         self._sock = sock
         self._owner: Owner | None = None
-        self._wait_readable, self._wait_writable = _fd_waits()
+        self._wait_readable, self._wait_writable, self._checkpoint = _fd_waits()
         # The first write after a wait is sent at once; writes that follow it are
         # joined and sent by the sending task (or by drain()).
         self._send_next = True
@@ -200,20 +201,24 @@ class SocketEngine:
         assert owner is not None
         sock = self._sock
         wait_readable = self._wait_readable
+        checkpoint = self._checkpoint
         view = receive_buffer()
+        streaming = False
         while True:
             if self._reading_paused:
                 event = self._resume_event = anyio.Event()
                 await event.wait()
-            try:
-                await wait_readable(sock)
-            except Exception:
-                if self._closing or self._lost:
-                    return  # our own close() closed the socket under the wait
-                raise
+            if not streaming:
+                try:
+                    await wait_readable(sock)
+                except Exception:
+                    if self._closing or self._lost:
+                        return  # our own close() closed the socket under the wait
+                    raise
             try:
                 nbytes = sock.recv_into(view)
             except _WOULD_BLOCK:
+                streaming = False
                 continue
             except OSError as exc:
                 self._lose(exc)
@@ -223,6 +228,11 @@ class SocketEngine:
                 return
             self._send_next = True  # a new pass: a reply may go out at once
             owner._data_received(view[:nbytes])
+            # A big receive means more is likely queued: then try again before waiting
+            # (after letting the reader run), as trio's own sockets always do.
+            streaming = nbytes >= RECEIVE_SIZE
+            if streaming:
+                await checkpoint()
 
     # -- sending -------------------------------------------------------------------------
 
