@@ -74,6 +74,7 @@ class StreamReader(AsyncIterator[bytes]):
     # -- feeding, as a protocol would --------------------------------------------------
 
     def exception(self) -> BaseException | None:
+        """The exception set with :meth:`set_exception` (or that ended the connection)."""
         return self._exception
 
     def set_exception(self, exc: BaseException) -> None:
@@ -88,6 +89,7 @@ class StreamReader(AsyncIterator[bytes]):
             waiter.set()
 
     def feed_eof(self) -> None:
+        """Mark the end of the data: waiting and later reads see EOF."""
         self._eof = True
         self._wakeup_waiter()
 
@@ -96,6 +98,7 @@ class StreamReader(AsyncIterator[bytes]):
         return self._eof and not self._buffer
 
     def feed_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Append *data* (copied) to the buffer and wake a waiting read."""
         assert not self._eof, "feed_data after feed_eof"
         if not data:
             return

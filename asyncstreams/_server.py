@@ -12,10 +12,9 @@ import sys
 import weakref
 from asyncio import trsock
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
-from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
 from ._backend import current_backend, report_handler_error, spawn_detached
@@ -27,6 +26,15 @@ from ._writer import StreamWriter
 __all__ = ["ClientConnectedCallback", "Server", "start_server", "start_unix_server"]
 
 ClientConnectedCallback = Callable[[StreamReader, StreamWriter], Awaitable[None] | None]
+
+
+class TaskStarter(Protocol):
+    """What ``task_group=`` takes: an anyio ``TaskGroup`` or a trio ``Nursery``."""
+
+    def start_soon(
+        self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: Any = None
+    ) -> Any: ...
+
 
 # Accept errors that mean "out of resources": back off and retry, as asyncio and trio do.
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -55,7 +63,7 @@ class Server:
         ssl_handshake_timeout: float | None,
         ssl_shutdown_timeout: float | None,
         keep_alive: bool,
-        task_group: TaskGroup | None,
+        task_group: TaskStarter | None,
         unix_inodes: dict[socket.socket, int] | None = None,
     ) -> None:
         self._sockets: list[socket.socket] | None = sockets
@@ -106,11 +114,13 @@ class Server:
 
     @property
     def sockets(self) -> tuple[trsock.TransportSocket, ...]:
+        """The listening sockets (as asyncio's ``TransportSocket``); empty once closed."""
         if self._sockets is None:
             return ()
         return tuple(trsock.TransportSocket(s) for s in self._sockets)
 
     def is_serving(self) -> bool:
+        """True while the server accepts connections."""
         return self._serving
 
     def _start_serving(self) -> None:
@@ -180,10 +190,12 @@ class Server:
         self._maybe_wakeup()
 
     def close_clients(self) -> None:
+        """Close every client connection, sending what is buffered first (3.13)."""
         for transport in list(self._clients):
             transport.close()
 
     def abort_clients(self) -> None:
+        """Close every client connection at once, dropping unsent data (3.13)."""
         for transport in list(self._clients):
             transport.abort()
 
@@ -436,13 +448,20 @@ async def start_server(
     ssl_handshake_timeout: float | None = None,
     ssl_shutdown_timeout: float | None = None,
     start_serving: bool = True,
-    task_group: TaskGroup | None = None,
+    task_group: TaskStarter | None = None,
 ) -> Server:
     """Start a TCP server, as :func:`asyncio.start_server`.
 
     *client_connected_cb(reader, writer)* is called for each client; a coroutine it
-    returns runs as a background task, or in *task_group* (an anyio TaskGroup) if
-    given. A handler that raises is logged and its connection closed.
+    returns runs as a background task, as in asyncio. Every parameter means what it
+    means to :meth:`asyncio.loop.create_server`.
+
+    Beyond asyncio: with *task_group* (an anyio ``TaskGroup`` or a trio ``Nursery``)
+    the accept loop and the handlers run as its children instead, so the group waits
+    for them and cancelling it stops them. Either way a handler that raises is
+    reported (on asyncio to the loop's exception handler, on trio to the
+    ``asyncstreams`` logger) and its connection closed; the exception does not reach
+    the group, as asyncio never lets it reach the caller.
     """
     _check_server_ssl(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
     if limit <= 0:
@@ -494,7 +513,7 @@ async def start_unix_server(
     ssl_shutdown_timeout: float | None = None,
     start_serving: bool = True,
     cleanup_socket: bool = True,
-    task_group: TaskGroup | None = None,
+    task_group: TaskStarter | None = None,
 ) -> Server:
     """Start a UNIX socket server, as :func:`asyncio.start_unix_server`.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl as _ssl
+from typing import TYPE_CHECKING
 
 from anyio.abc import ByteStream
 
@@ -12,6 +13,10 @@ from . import _tls
 from ._connect import connect_tcp_socket, connect_unix_socket
 from ._reader import DEFAULT_LIMIT, StreamReader
 from ._transport import StreamTransport, transport_from_socket
+from ._trio_stream import adapt
+
+if TYPE_CHECKING:
+    import trio
 from ._writer import StreamWriter
 
 __all__ = ["open_connection", "open_unix_connection", "wrap"]
@@ -19,15 +24,20 @@ __all__ = ["open_connection", "open_unix_connection", "wrap"]
 SSLArg = bool | _ssl.SSLContext | None
 
 
-def wrap(stream: ByteStream, *, limit: int = DEFAULT_LIMIT) -> tuple[StreamReader, StreamWriter]:
-    """Return asyncio-style ``(reader, writer)`` over any anyio byte stream.
+def wrap(
+    stream: ByteStream | trio.abc.Stream, *, limit: int = DEFAULT_LIMIT
+) -> tuple[StreamReader, StreamWriter]:
+    """Return asyncio-style ``(reader, writer)`` over an anyio byte stream or a trio stream.
 
-    The pair takes ownership of *stream*: ``writer.close()`` closes it. A trio
-    ``Stream`` can be wrapped too, after adapting it with anyio (on trio, anyio's
-    socket streams *are* trio streams underneath).
+    Anything anyio calls a ``ByteStream`` works (its socket and TLS streams, memory
+    pipes, your own), and so does any ``trio.abc.Stream`` (``trio.open_tcp_stream()``,
+    ``trio.SSLStream``, ``trio.testing`` streams). The pair takes ownership of
+    *stream*: ``writer.close()`` closes it. Call it inside a running event loop.
+
+    Beyond asyncio, which has no such function.
     """
     reader = StreamReader(limit=limit)
-    transport = StreamTransport(stream, reader)
+    transport = StreamTransport(adapt(stream), reader)
     return reader, StreamWriter(transport, reader)
 
 

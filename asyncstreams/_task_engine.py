@@ -87,6 +87,8 @@ class TaskEngine:
         self._ensure_sender()
 
     def can_write_eof(self) -> bool:
+        if not getattr(self.stream, "can_send_eof", True):
+            return False  # an adapted trio stream that cannot half-close
         return self.stream.extra(TLSAttribute.ssl_object, None) is None
 
     def close(self) -> None:

@@ -41,6 +41,7 @@ class StreamWriter:
 
     @property
     def transport(self) -> StreamTransport:
+        """The connection's transport; it stays the same object across ``start_tls()``."""
         return self._transport
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -56,6 +57,7 @@ class StreamWriter:
         self._transport.write_eof()
 
     def can_write_eof(self) -> bool:
+        """True if :meth:`write_eof` works: plain TCP and UNIX sockets, not TLS."""
         return self._transport.can_write_eof()
 
     def close(self) -> None:
@@ -63,6 +65,7 @@ class StreamWriter:
         self._transport.close()
 
     def is_closing(self) -> bool:
+        """True once :meth:`close` was called or the connection was lost."""
         return self._transport.is_closing()
 
     async def wait_closed(self) -> None:

@@ -1,10 +1,8 @@
 """Handing a trio stream to asyncio-style code with ``asyncstreams.wrap()``.
 
-``wrap()`` takes an anyio ``ByteStream`` and returns asyncio's ``(reader, writer)``.
-On trio, a stream from ``anyio.connect_tcp()`` is a trio socket underneath and can be
-wrapped directly. A trio ``Stream`` (from ``trio.open_tcp_stream``, ``trio.SSLStream``,
-``trio.testing``...) needs the small adapter below, which turns trio's stream methods
-and errors into anyio's::
+``wrap()`` takes a trio ``Stream`` (from ``trio.open_tcp_stream``, ``trio.SSLStream``,
+``trio.testing``...) or an anyio ``ByteStream`` and returns asyncio's
+``(reader, writer)``; trio's errors come out as asyncio's::
 
     python examples/wrap_trio_stream.py
 """
@@ -18,42 +16,6 @@ import anyio.abc
 import trio
 
 import asyncstreams
-
-
-# --8<-- [start:adapter]
-class TrioByteStream(anyio.abc.ByteStream):
-    """A trio ``HalfCloseableStream`` as an anyio ``ByteStream``."""
-
-    def __init__(self, stream: trio.abc.HalfCloseableStream) -> None:
-        self._stream = stream
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        try:
-            data = await self._stream.receive_some(max_bytes)
-        except trio.ClosedResourceError as exc:
-            raise anyio.ClosedResourceError from exc
-        except trio.BrokenResourceError as exc:
-            raise anyio.BrokenResourceError from exc
-        if not data:
-            raise anyio.EndOfStream
-        return bytes(data)
-
-    async def send(self, item: bytes) -> None:
-        try:
-            await self._stream.send_all(item)
-        except trio.ClosedResourceError as exc:
-            raise anyio.ClosedResourceError from exc
-        except trio.BrokenResourceError as exc:
-            raise anyio.BrokenResourceError from exc
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-# --8<-- [end:adapter]
 
 
 # --8<-- [start:asyncio_style]
@@ -93,11 +55,11 @@ async def main() -> None:
         )
         port = listeners[0].socket.getsockname()[1]
 
-        # A trio stream, adapted to anyio, handed to asyncio-style code:
+        # A trio stream handed to asyncio-style code:
         trio_stream = await trio.open_tcp_stream("127.0.0.1", port)
-        print("trio.open_tcp_stream:", await greet(*asyncstreams.wrap(TrioByteStream(trio_stream))))
+        print("trio.open_tcp_stream:", await greet(*asyncstreams.wrap(trio_stream)))
 
-        # anyio's own TCP stream needs no adapter (on trio it is a trio socket inside):
+        # anyio's own streams work the same way:
         anyio_stream = await anyio.connect_tcp("127.0.0.1", port)
         print("anyio.connect_tcp:", await greet(*asyncstreams.wrap(anyio_stream)))
 

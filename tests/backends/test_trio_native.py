@@ -8,10 +8,12 @@ as trio users expect, not just as asyncio users do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
 import socket
+import struct
 import sys
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
@@ -264,38 +266,6 @@ async def test_no_asyncio_event_loop_is_running() -> None:
 # -- wrap() over trio streams -------------------------------------------------------------
 
 
-class TrioByteStream(anyio.abc.ByteStream):
-    """A trio ``HalfCloseableStream`` as an anyio ``ByteStream`` (trio's errors become anyio's)."""
-
-    def __init__(self, stream: trio.abc.HalfCloseableStream) -> None:
-        self._stream = stream
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        try:
-            data = await self._stream.receive_some(max_bytes)
-        except trio.ClosedResourceError as exc:
-            raise anyio.ClosedResourceError from exc
-        except trio.BrokenResourceError as exc:
-            raise anyio.BrokenResourceError from exc
-        if not data:
-            raise anyio.EndOfStream
-        return bytes(data)
-
-    async def send(self, item: bytes) -> None:
-        try:
-            await self._stream.send_all(item)
-        except trio.ClosedResourceError as exc:
-            raise anyio.ClosedResourceError from exc
-        except trio.BrokenResourceError as exc:
-            raise anyio.BrokenResourceError from exc
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
 @pytest.mark.trio
 @pytest.mark.parametrize("pair", ["memory", "lockstep"])
 async def test_wrap_a_trio_testing_stream(pair: str) -> None:
@@ -305,7 +275,7 @@ async def test_wrap_a_trio_testing_stream(pair: str) -> None:
         ours, theirs = trio.testing.memory_stream_pair()
     else:
         ours, theirs = trio.testing.lockstep_stream_pair()
-    reader, writer = asyncstreams.wrap(TrioByteStream(ours))
+    reader, writer = asyncstreams.wrap(ours)  # a trio Stream, wrapped as it is
     async with trio.open_nursery() as nursery:
         # Written without drain(): the background sender still delivers it, even over
         # the lockstep stream, where a send waits for the peer to receive.
@@ -334,6 +304,38 @@ async def test_wrap_a_trio_testing_stream(pair: str) -> None:
     await theirs.aclose()
 
 
+@pytest.mark.trio
+async def test_wrap_a_trio_tcp_stream_and_see_its_errors_as_asyncios() -> None:
+    received: list[bytes] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        received.append(await stream.receive_some())
+        # Reset the connection: the wrapped side must see asyncio's error, not trio's.
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(
+            functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1")
+        )
+        port = listener.socket.getsockname()[1]
+        reader, writer = asyncstreams.wrap(await trio.open_tcp_stream("127.0.0.1", port))
+        writer.write(b"hello")
+        with trio.fail_after(WAIT), pytest.raises(ConnectionResetError):
+            await reader.read()
+        nursery.cancel_scope.cancel()
+    assert received == [b"hello"]
+    writer.close()
+    with trio.fail_after(WAIT), contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+@pytest.mark.trio
+async def test_wrap_refuses_what_is_not_a_stream() -> None:
+    with pytest.raises(TypeError, match="anyio ByteStream or a trio Stream"):
+        asyncstreams.wrap(object())  # type: ignore[arg-type]
+
+
 async def _trio_echo_server(
     nursery: trio.Nursery,
 ) -> tuple[int, list[tuple[str, int]]]:
@@ -359,11 +361,11 @@ async def _anyio_from_trio_socket(port: int) -> anyio.abc.ByteStream:
     return await anyio.abc.SocketStream.from_socket(trio_sock.detach())
 
 
-async def _trio_tcp_stream(port: int) -> anyio.abc.ByteStream:
-    return TrioByteStream(await trio.open_tcp_stream("127.0.0.1", port))
+async def _trio_tcp_stream(port: int) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", port)
 
 
-CONNECTORS: dict[str, Callable[[int], Awaitable[anyio.abc.ByteStream]]] = {
+CONNECTORS: dict[str, Callable[[int], Awaitable[anyio.abc.ByteStream | trio.abc.Stream]]] = {
     "anyio.connect_tcp": _anyio_connect_tcp,
     "SocketStream.from_socket(trio.socket)": _anyio_from_trio_socket,
     "trio.open_tcp_stream": _trio_tcp_stream,
