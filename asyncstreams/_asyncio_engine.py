@@ -28,6 +28,26 @@ __all__ = ["AsyncioEngine"]
 class AsyncioEngine(asyncio.BufferedProtocol):
     """An asyncio protocol that feeds its owner, and the engine that writes for it."""
 
+    __slots__ = (
+        "_aborted",
+        "_detached",
+        "_early",
+        "_early_eof",
+        "_flush_handle",
+        "_flushed",
+        "_high",
+        "_loop",
+        "_lost",
+        "_lost_exc",
+        "_owner",
+        "_pending",
+        "_pending_size",
+        "_send_next",
+        "_sock",
+        "_transport",
+        "_view",
+    )
+
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._loop = asyncio.get_running_loop()

@@ -46,6 +46,8 @@ class ReceiveBuffer(bytearray):
     ``len()``, ``find()``, ``startswith()`` and ``clear()`` are bytearray's own.
     """
 
+    __slots__ = ()
+
     feed = bytearray.extend
 
     def take(self, n: int) -> bytes:

@@ -36,6 +36,18 @@ class StreamReader(AsyncIterator[bytes]):
     * the *loop* argument does not exist.
     """
 
+    __slots__ = (
+        "_buffer",
+        "_eof",
+        "_exception",
+        "_limit",
+        "_new_waiter",
+        "_paused",
+        "_transport",
+        "_waiter",
+        "_wake_exception",
+    )
+
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
         # The line length limit is a security feature; it also bounds the buffer.
         if limit <= 0:

@@ -44,6 +44,32 @@ def _fd_waits() -> tuple[FdWait, FdWait, Callable[[], Awaitable[None]]]:
 class SocketEngine:
     """Moves bytes between a connected non-blocking socket and its owner."""
 
+    __slots__ = (
+        "_checkpoint",
+        "_closing",
+        "_detached",
+        "_eof_requested",
+        "_eof_sent",
+        "_flushed",
+        "_high",
+        "_lost",
+        "_low",
+        "_owner",
+        "_pending",
+        "_reading_paused",
+        "_receiver_done",
+        "_receiver_scope",
+        "_resume_event",
+        "_send_next",
+        "_sender_running",
+        "_sender_wakeup",
+        "_size",
+        "_sock",
+        "_wait_readable",
+        "_wait_writable",
+        "_writing_paused",
+    )
+
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self._sock = sock

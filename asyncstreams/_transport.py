@@ -85,6 +85,27 @@ class StreamTransport:
     one send, so it may send a moment later than asyncio would.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_closed_event",
+        "_closing",
+        "_data_received",
+        "_drain_waiters",
+        "_engine",
+        "_eof_requested",
+        "_extra",
+        "_high",
+        "_lost",
+        "_lost_exc",
+        "_lost_writes",
+        "_low",
+        "_paused",
+        "_reader",
+        "_server",
+        "_server_side",
+        "_upgrade_backlog",
+    )
+
     def __init__(
         self,
         stream: ByteStream | Engine,

@@ -29,6 +29,12 @@ class StreamWriter:
     *loop* argument do not exist.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_reader",
+        "_transport",
+    )
+
     def __init__(self, transport: StreamTransport, reader: StreamReader | None) -> None:
         self._transport = transport
         self._reader = reader
