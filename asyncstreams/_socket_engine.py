@@ -117,13 +117,15 @@ class SocketEngine:
             if sent == len(data):
                 return
             data = data[sent:]
-        self._pending.append(data)
+        pending = self._pending
+        pending.append(data)
         self._size += len(data)
         if not self._writing_paused and self._size > self._high:
             self._writing_paused = True
             assert self._owner is not None
             self._owner._pause_writing()
-        self._wake_sender()
+        if len(pending) == 1:
+            self._wake_sender()  # it was idle, or sending what is now gone
 
     def flush(self) -> None:
         self._send_next = True

@@ -190,7 +190,7 @@ class StreamTransport:
     # -- asyncio.WriteTransport --------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
             )
@@ -203,12 +203,12 @@ class StreamTransport:
             if self._lost_writes >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning("socket.send() raised exception.")
             return
-        # Snapshot: the caller may reuse a bytearray or memoryview right away.
-        chunk = data if type(data) is bytes else bytes(data)
-        if self._upgrade_backlog is not None:
-            self._upgrade_backlog.append(chunk)
+        if type(data) is not bytes:
+            data = bytes(data)  # a snapshot: the caller may reuse its buffer at once
+        if self._upgrade_backlog is None:
+            self._engine.write(data)
         else:
-            self._engine.write(chunk)
+            self._upgrade_backlog.append(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
