@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from anyio.abc import ByteStream, SocketAttribute
 
+from ._connect import stream_from_socket
 from ._engine import DEFAULT_HIGH_WATER, Owner, receive_buffer
 
 __all__ = ["AsyncioEngine"]
@@ -200,8 +201,6 @@ class AsyncioEngine(asyncio.BufferedProtocol):
 
     async def detach(self) -> ByteStream:
         """Hand the connection to an anyio stream over a duplicate of the socket."""
-        from ._connect import stream_from_socket
-
         transport = self._transport
         assert transport is not None
         if transport.is_closing():

@@ -22,6 +22,7 @@ from anyio.abc import ByteStream, SocketAttribute
 from anyio.lowlevel import checkpoint
 
 from ._backend import spawn_detached
+from ._connect import stream_from_socket
 from ._engine import DEFAULT_HIGH_WATER, RECEIVE_SIZE, Owner, receive_buffer
 
 __all__ = ["SocketEngine"]
@@ -189,8 +190,6 @@ class SocketEngine:
         return default
 
     async def detach(self) -> ByteStream:
-        from ._connect import stream_from_socket
-
         if self._pending:
             self._flushed = anyio.Event()
             self._wake_sender()

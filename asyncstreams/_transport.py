@@ -22,7 +22,9 @@ from anyio.lowlevel import checkpoint
 from anyio.streams.tls import TLSAttribute
 
 from . import _tls
+from ._asyncio_engine import AsyncioEngine
 from ._backend import current_backend
+from ._connect import stream_from_socket
 from ._engine import DEFAULT_HIGH_WATER, Engine
 from ._socket_engine import SocketEngine
 from ._task_engine import TaskEngine
@@ -211,8 +213,13 @@ class StreamTransport:
             self._upgrade_backlog.append(data)
 
     def writelines(self, list_of_data: Any) -> None:
-        for data in list_of_data:
-            self.write(data)
+        # As asyncio 3.13: every item is checked (with memoryview's own TypeError)
+        # before anything is written, and the list goes out as one write.
+        if self._eof_requested:
+            raise RuntimeError("Cannot call writelines() after write_eof()")
+        views = [memoryview(data) for data in list_of_data]
+        if views:
+            self.write(b"".join(views))
 
     def write_eof(self) -> None:
         if self._closing or self._eof_requested:
@@ -381,12 +388,8 @@ async def transport_from_socket(
     Plain connections run on the loop's own socket transport on asyncio (and uvloop)
     and on the socket itself on trio; TLS connections on anyio's TLS stream.
     """
-    from ._connect import stream_from_socket
-
     if ssl_context is None:
         if current_backend() == "asyncio":
-            from ._asyncio_engine import AsyncioEngine
-
             engine: Engine = await AsyncioEngine.connect(sock)
         else:
             engine = SocketEngine(sock)
