@@ -13,8 +13,19 @@ future is done. The asyncstreams read runs in a task; after each operation the t
 waits until every task is blocked, so the two readers see data arrive in the same
 chunks (asyncio's limit check, and so ``LimitOverrunError.consumed``, depends on it).
 
-Examples: ``ASYNCSTREAMS_FUZZ_EXAMPLES`` (default 200) for the ``@given`` test; the
-state machine runs a quarter of that (at least 10) per backend.
+Cancelled reads are part of it: a read waiting for data is cancelled (``Cancel``),
+or data arrives and the read is cancelled before it runs (``FeedAndCancel``; on
+asyncio a task cancelled while its wake-up is pending gets CancelledError, on every
+backend the read may instead finish, if cancellation is only noticed later). A read
+that was cancelled must have taken nothing; one that finished anyway must have
+returned exactly what asyncio's re-issued read returns. The one modelled difference:
+asyncio's cancelled ``read(-1)`` drops what it had gathered, asyncstreams keeps it (the
+oracle gets it back, so that the buffers can still be compared).
+
+Examples: ``ASYNCSTREAMS_FUZZ_EXAMPLES`` (default 200) for the ``@given`` tests; the
+state machine runs a quarter of that (at least 10) per backend. The ``slow`` test runs
+``ASYNCSTREAMS_FUZZ_SLOW_EXAMPLES`` (default 10,000) on every backend; see
+docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -50,12 +61,17 @@ pytestmark = pytest.mark.anyio
 TUPLE_SEPARATORS = sys.version_info >= (3, 13)
 
 EXAMPLES = int(os.environ.get("ASYNCSTREAMS_FUZZ_EXAMPLES", "200"))
+SLOW_EXAMPLES = int(os.environ.get("ASYNCSTREAMS_FUZZ_SLOW_EXAMPLES", "10000"))
 
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+SLOW_FUZZ_SETTINGS = settings(
+    FUZZ_SETTINGS,
+    max_examples=SLOW_EXAMPLES,
 )
 STATEFUL_SETTINGS = settings(
     max_examples=max(10, EXAMPLES // 4),
@@ -88,6 +104,18 @@ class SetException:
 
 
 @dataclass(frozen=True)
+class Cancel:
+    """Cancel the waiting read (once it has seen everything fed so far)."""
+
+
+@dataclass(frozen=True)
+class FeedAndCancel:
+    """Feed *data*, then cancel the waiting read before it gets to run."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Read:
     n: int
 
@@ -108,7 +136,13 @@ class Readexactly:
 
 
 ReadOp: TypeAlias = Read | Readline | Readuntil | Readexactly
-Op: TypeAlias = Feed | FeedEof | SetException | ReadOp
+Op: TypeAlias = Feed | FeedEof | SetException | Cancel | FeedAndCancel | ReadOp
+
+
+def oracle_buffer(reader: asyncio.StreamReader) -> bytearray:
+    """asyncio's reader buffer (to give back what its cancelled ``read(-1)`` drops)."""
+    buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
+    return buffer
 
 
 def make_exception(kind: int) -> Exception:
@@ -154,6 +188,8 @@ ops: st.SearchStrategy[Op] = st.one_of(
     read_ops,
     st.builds(FeedEof),
     st.builds(SetException, st.integers(min_value=0, max_value=2)),
+    st.builds(Cancel),
+    st.builds(FeedAndCancel, chunks),
 )
 limits = st.integers(min_value=1, max_value=10)
 
@@ -165,6 +201,7 @@ limits = st.integers(min_value=1, max_value=10)
 class Outcome:
     value: bytes | None = None
     error: Exception | None = None
+    cancelled: bool = False
 
 
 def describe_exception(exc: BaseException | None) -> tuple[object, ...] | None:
@@ -180,6 +217,8 @@ def describe_exception(exc: BaseException | None) -> tuple[object, ...] | None:
 
 
 def describe(outcome: Outcome) -> tuple[object, ...]:
+    if outcome.cancelled:
+        return ("cancelled",)
     if outcome.error is not None:
         return ("raised", describe_exception(outcome.error))
     assert type(outcome.value) is bytes, f"read returned {type(outcome.value)}, not bytes"
@@ -193,6 +232,9 @@ class OracleCall:
         self._coro = coro
         self._waiting_on: Any = None
         self.outcome: Outcome | None = None
+        # For read(-1): the bytes it may have gathered (the buffer when it started,
+        # and everything fed since), to give back what asyncio drops on cancellation.
+        self.stream = bytearray()
         self._step()
 
     def _step(self) -> None:
@@ -210,24 +252,42 @@ class OracleCall:
         while self.outcome is None and self._waiting_on.done():
             self._step()
 
+    def cancel(self) -> None:
+        """Cancel it as a task's cancellation does: CancelledError at its ``await``.
+
+        asyncio throws it in even when the future waited on is already done (the
+        task's wake-up is pending): the cancellation is delivered first.
+        """
+        assert self.outcome is None
+        try:
+            self._coro.throw(asyncio.CancelledError())
+        except asyncio.CancelledError:
+            self.outcome = Outcome(cancelled=True)
+        else:
+            raise AssertionError("asyncio's read swallowed its cancellation")
+
     @property
     def done(self) -> bool:
         return self.outcome is not None
 
 
 class OursCall:
-    """An asyncstreams read running in a task."""
+    """An asyncstreams read running in a task, in a cancel scope of its own."""
 
     def __init__(self) -> None:
         self.outcome: Outcome | None = None
+        self.scope = anyio.CancelScope()
 
     async def run(self, fn: Callable[[], Awaitable[bytes]]) -> None:
-        try:
-            value = await fn()
-        except Exception as exc:
-            self.outcome = Outcome(error=exc)
-        else:
-            self.outcome = Outcome(value=value)
+        with self.scope:
+            try:
+                value = await fn()
+            except Exception as exc:
+                self.outcome = Outcome(error=exc)
+            else:
+                self.outcome = Outcome(value=value)
+        if self.scope.cancelled_caught:
+            self.outcome = Outcome(cancelled=True)
 
     @property
     def done(self) -> bool:
@@ -265,11 +325,15 @@ class Engine:
         return "\n  ".join(["operations so far:", *self.history])
 
     async def apply(self, op: Op) -> None:
-        if isinstance(op, Feed):
+        if isinstance(op, (Cancel, FeedAndCancel)) and self.pending is not None:
+            await self._cancel(op)
+            return
+        if isinstance(op, Cancel):
+            return  # nothing to cancel
+        if isinstance(op, (Feed, FeedAndCancel)):
             if self.eof:
                 return  # asyncio asserts on feed_data() after feed_eof()
-            self.ours.feed_data(op.data)
-            self.oracle.feed_data(op.data)
+            self._feed(op.data)
         elif isinstance(op, FeedEof):
             self.eof = True
             self.ours.feed_eof()
@@ -286,9 +350,56 @@ class Engine:
         await self._progress()
         self._compare_state()
 
+    def _feed(self, data: bytes) -> None:
+        self.ours.feed_data(data)
+        self.oracle.feed_data(data)
+        if self.pending is not None:
+            self.pending[2].stream += data
+
+    async def _cancel(self, op: Cancel | FeedAndCancel) -> None:
+        assert self.pending is not None
+        read_op, ours_call, oracle_call = self.pending
+        self.history.append(repr(op))
+        if isinstance(op, FeedAndCancel) and not self.eof:
+            self._feed(op.data)  # neither read may react to it before the cancellation
+        ours_call.scope.cancel()
+        await settle()
+        assert ours_call.outcome is not None, (
+            f"{read_op}: still waiting after its cancellation\n{self._context()}"
+        )
+        oracle_call.cancel()
+        if isinstance(read_op, Read) and read_op.n < 0:
+            # asyncio drops what read(-1) had gathered; asyncstreams keeps it.
+            remaining = bytes(oracle_buffer(self.oracle))
+            assert oracle_call.stream.endswith(remaining)
+            gathered = oracle_call.stream[: len(oracle_call.stream) - len(remaining)]
+            oracle_buffer(self.oracle)[:0] = gathered
+        self.pending = None
+        got = describe(ours_call.outcome)
+        if not ours_call.outcome.cancelled:
+            # The cancellation came too late: the read finished first. It must have
+            # returned what asyncio's read, made again now, returns at once.
+            assert isinstance(op, FeedAndCancel), (
+                f"{read_op}: finished with {got} though nothing arrived before its "
+                f"cancellation\n{self._context()}"
+            )
+            again = OracleCall(self._call(self.oracle, read_op))
+            assert again.outcome is not None, (
+                f"{read_op}: asyncstreams finished with {got}, asyncio's read made again "
+                f"waits\n{self._context()}"
+            )
+            expected = describe(again.outcome)
+            assert got == expected, (
+                f"{read_op} cancelled too late: expected {expected}, got {got}\n{self._context()}"
+            )
+        self.history.append(f"  -> {got}")
+        self._compare_state()
+
     async def _start_read(self, op: ReadOp) -> None:
         self.history.append(repr(op))
+        buffered = bytes(oracle_buffer(self.oracle))  # before the read takes any of it
         oracle_call = OracleCall(self._call(self.oracle, op))
+        oracle_call.stream += buffered
         ours_call = OursCall()
         ours: Any = self.ours
 
@@ -390,6 +501,15 @@ async def test_matches_asyncio(limit: int, operations: list[Op]) -> None:
     await run_operations(limit, operations)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@SLOW_FUZZ_SETTINGS
+@given(limit=limits, operations=st.lists(ops, max_size=30))
+async def test_matches_asyncio_many_examples(limit: int, operations: list[Op]) -> None:
+    """The same as test_matches_asyncio, with 10,000 examples (see docs/reliability.md)."""
+    await run_operations(limit, operations)
+
+
 @FUZZ_SETTINGS
 @given(
     limit=limits,
@@ -421,6 +541,15 @@ EXAMPLES_CASES: list[tuple[int, list[Op]]] = [
     (2, [Read(-1), Feed(b"abc"), Feed(b"defg"), FeedEof(), Read(-1)]),
     (3, [Feed(b"ab"), Readexactly(-1), Readuntil(b""), Read(0), Readexactly(0)]),
     (3, [Feed(b"ab"), Read(-1), Feed(b"c"), SetException(1), FeedEof()]),
+    # Cancelled reads take nothing.
+    (4, [Feed(b"ab"), Readline(), Cancel(), Feed(b"c\n"), Readline()]),
+    (5, [Readexactly(4), Feed(b"ab"), FeedAndCancel(b"cd"), Read(10)]),
+    (5, [Feed(b"ab"), Readuntil(b"\r\n"), FeedAndCancel(b"\r\n"), Readline()]),
+    (2, [Readuntil(b"ab"), Feed(b"xxa"), Cancel(), Feed(b"b"), Readuntil(b"ab")]),
+    # ... read(-1) included, where asyncio drops what it had gathered.
+    (3, [Feed(b"abcd"), Read(-1), Feed(b"ef"), Cancel(), FeedEof(), Read(-1)]),
+    (2, [Read(-1), Feed(b"abc"), FeedAndCancel(b"d"), Read(3)]),
+    (3, [Read(4), Cancel(), Cancel(), Feed(b"x"), Read(4)]),
 ]
 if TUPLE_SEPARATORS:
     EXAMPLES_CASES += [
@@ -489,6 +618,12 @@ class ReaderMachine(RuleBasedStateMachine):
     def _can_read(self) -> bool:
         return self.engine is not None and self.engine.pending is None
 
+    def _is_waiting(self) -> bool:
+        return self.engine is not None and self.engine.pending is not None
+
+    def _is_waiting_and_can_feed(self) -> bool:
+        return self._is_waiting() and self._can_feed()
+
     @precondition(_can_feed)
     @rule(data=chunks)
     def feed(self, data: bytes) -> None:
@@ -522,6 +657,16 @@ class ReaderMachine(RuleBasedStateMachine):
     @rule(n=st.integers(min_value=-1, max_value=16))
     def readexactly(self, n: int) -> None:
         self._apply(Readexactly(n))
+
+    @precondition(_is_waiting)
+    @rule()
+    def cancel(self) -> None:
+        self._apply(Cancel())
+
+    @precondition(_is_waiting_and_can_feed)
+    @rule(data=chunks)
+    def feed_and_cancel(self, data: bytes) -> None:
+        self._apply(FeedAndCancel(data))
 
     def teardown(self) -> None:
         try:
