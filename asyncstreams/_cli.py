@@ -1,4 +1,4 @@
-"""The command line: ``python -m asyncstreams demo|echo-server|echo-client|headers``.
+"""The command line: ``python -m asyncstreams demo|echo-server|echo-client|headers|bench``.
 
 Every command runs asyncstreams the way a user's program does: under ``asyncio.run``,
 ``uvloop.run`` or ``trio.run``, chosen with ``--backend``. Bad arguments and failures
@@ -13,9 +13,11 @@ import asyncio
 import functools
 import importlib.metadata
 import ssl
+import subprocess
 import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import anyio
@@ -161,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after this many seconds (default: 10)",
     )
     _add_backend(cmd)
+
+    cmd = commands.add_parser(
+        "bench",
+        help="run the benchmark suite (benchmarks/run.py, in a source checkout)",
+        description=(
+            "Run benchmarks/run.py from the source checkout this package was installed "
+            "from, passing it the remaining arguments (try: bench --quick, bench -- --help)."
+        ),
+    )
+    cmd.add_argument(
+        "bench_args", nargs=argparse.REMAINDER, metavar="...", help="arguments for run.py"
+    )
     return parser
 
 
@@ -233,11 +247,30 @@ def _headers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    return _run_bench(list(args.bench_args))
+
+
+def _run_bench(bench_args: list[str]) -> int:
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+    if not script.is_file():
+        print(
+            f"{PROG} bench: error: the benchmark suite comes with the source checkout "
+            f"(no {script})",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    if bench_args[:1] == ["--"]:
+        bench_args = bench_args[1:]
+    return subprocess.run([sys.executable, str(script), *bench_args], check=False).returncode
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _demo,
     "echo-server": _echo_server,
     "echo-client": _echo_client,
     "headers": _headers,
+    "bench": _bench,
 }
 
 
@@ -252,6 +285,10 @@ def _target(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``asyncstreams`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"] and argv[1:2] not in (["-h"], ["--help"]):
+        # argparse cannot pass on options it does not know: run.py parses its own.
+        return _run_bench(argv[1:])
     args = build_parser().parse_args(argv)
     prog = f"{PROG} {args.command}"
     try:

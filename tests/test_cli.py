@@ -24,7 +24,7 @@ from test_examples import HTTPServer, Process  # the same helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ["asyncio", "uvloop", "trio"]
-COMMANDS = ["demo", "echo-server", "echo-client", "headers"]
+COMMANDS = ["demo", "echo-server", "echo-client", "headers", "bench"]
 #: Bound on every subprocess and every wait.
 TIMEOUT = 30
 PYTHON_M = (sys.executable, "-W", "error", "-m", "asyncstreams")
@@ -97,6 +97,32 @@ def test_help_of_each_command(command: str, says: str) -> None:
     assert text.startswith(f"usage: asyncstreams {command} ")
     assert says in " ".join(text.split())
     assert "--backend" in text
+
+
+def test_help_of_bench() -> None:
+    text = " ".join(" ".join(check_ok(cli("bench", "--help"))).split())
+    assert text.startswith("usage: asyncstreams bench ")
+    assert "benchmarks/run.py" in text
+
+
+def test_bench_runs_the_benchmark_suite() -> None:
+    """``bench`` hands its arguments to benchmarks/run.py (here: one tiny measurement)."""
+    result = cli(
+        "bench",
+        "--scale",
+        "0.002",
+        "--repeat",
+        "1",
+        "--workloads",
+        "pingpong",
+        "--impls",
+        "asyncstreams-asyncio",
+    )
+    assert result.returncode == 0, result.stderr  # progress goes to stderr
+    lines = result.stdout.splitlines()
+    rows = [line for line in lines if line.startswith("pingpong ")]
+    assert rows
+    assert "asyncstreams-asyncio" in rows[0]
 
 
 def test_version() -> None:
