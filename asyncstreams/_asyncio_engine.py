@@ -6,10 +6,11 @@ pays that on every message. Here the loop's transport calls us back directly, as
 calls asyncio's own ``StreamReaderProtocol``: received bytes go straight into the
 reader, and writes go straight to the transport, with no task in between.
 
-Two things make it faster than asyncio's own streams: it receives through
-:class:`asyncio.BufferedProtocol` into one reused buffer per thread (asyncio allocates a
-fresh 256 KiB ``bytes`` per receive), and it joins writes made in a row into one send
-(asyncio makes a system call per ``write()``).
+Two things make it faster than asyncio's own streams: on asyncio's own loops it
+receives through :class:`asyncio.BufferedProtocol` into one reused buffer per thread
+(asyncio allocates a fresh 256 KiB ``bytes`` per receive; uvloop does not, so there the
+plain ``data_received()`` is the cheaper path), and it joins writes made in a row into
+one send (asyncio makes a system call per ``write()``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ from ._engine import DEFAULT_HIGH_WATER, Owner, receive_buffer
 __all__ = ["AsyncioEngine"]
 
 
-class AsyncioEngine(asyncio.BufferedProtocol):
-    """An asyncio protocol that feeds its owner, and the engine that writes for it."""
+class AsyncioEngine(asyncio.Protocol):
+    """An asyncio protocol that feeds its owner, and the engine that writes for it.
+
+    This class receives through ``data_received()``, which is what suits uvloop (it
+    reads into a buffer of its own and hands over exact-size ``bytes``);
+    :class:`BufferedAsyncioEngine` receives through ``asyncio.BufferedProtocol``, which
+    is what suits asyncio's own loops.
+    """
 
     __slots__ = (
         "_aborted",
@@ -71,10 +78,12 @@ class AsyncioEngine(asyncio.BufferedProtocol):
         self._early_eof = False
         self._flushed: asyncio.Future[None] | None = None
 
-    @classmethod
-    async def connect(cls, sock: socket.socket) -> AsyncioEngine:
+    @staticmethod
+    async def connect(sock: socket.socket) -> AsyncioEngine:
         """Run *sock* (connected, non-blocking) on the loop's transport; close it on failure."""
-        engine = cls(sock)
+        loop = asyncio.get_running_loop()
+        uvloop = type(loop).__module__.startswith("uvloop")
+        engine = AsyncioEngine(sock) if uvloop else BufferedAsyncioEngine(sock)
         try:
             sock.setblocking(False)
             await engine._loop.connect_accepted_socket(lambda: engine, sock)
@@ -88,6 +97,14 @@ class AsyncioEngine(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(self._high)
+
+    def data_received(self, data: bytes) -> None:
+        self._send_next = True  # a new loop pass: a reply may go out at once
+        if self._owner is not None:
+            self._owner._data_received(data)
+        else:
+            # Before start(): the loop may read as soon as the connection is made.
+            self._early += data
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view
@@ -245,3 +262,13 @@ class AsyncioEngine(asyncio.BufferedProtocol):
         if handle is not None:
             self._flush_handle = None
             handle.cancel()
+
+
+class BufferedAsyncioEngine(AsyncioEngine, asyncio.BufferedProtocol):
+    """:class:`AsyncioEngine` receiving into the thread's shared buffer.
+
+    asyncio's selector loop otherwise allocates a fresh 256 KiB ``bytes`` per receive
+    (which glibc serves with mmap/munmap, python/cpython#85451).
+    """
+
+    __slots__ = ()
