@@ -79,7 +79,7 @@ class SocketEngine:
         # The first write after a wait is sent at once; writes that follow it are
         # joined and sent by the sending task (or by drain()).
         self._send_next = True
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | memoryview] = []
         self._size = 0
         self._high = DEFAULT_HIGH_WATER
         self._low = DEFAULT_HIGH_WATER // 4
@@ -117,10 +117,12 @@ class SocketEngine:
                 return
             if sent == len(data):
                 return
-            data = data[sent:]
+            rest: bytes | memoryview = memoryview(data)[sent:]  # not a copy
+        else:
+            rest = data
         pending = self._pending
-        pending.append(data)
-        self._size += len(data)
+        pending.append(rest)
+        self._size += len(rest)
         if not self._writing_paused and self._size > self._high:
             self._writing_paused = True
             assert self._owner is not None
@@ -287,7 +289,7 @@ class SocketEngine:
             return True
         self._size -= sent
         if sent < len(data):
-            pending.append(data[sent:])
+            pending.append(memoryview(data)[sent:])  # the rest, not a copy
         self._update_flow_control()
         return not pending
 
