@@ -172,6 +172,9 @@ class StreamReader(AsyncIterator[bytes]):
         is longer than the limit, raise ValueError and drop the line if its newline was
         seen, else the whole buffer.
         """
+        line = self._take_through(b"\n")
+        if line is not None:
+            return line
         try:
             return await self._readuntil_one(b"\n")
         except IncompleteReadError as e:
@@ -194,6 +197,9 @@ class StreamReader(AsyncIterator[bytes]):
         as in asyncio 3.13.
         """
         if type(separator) is bytes and separator:
+            chunk = self._take_through(separator)
+            if chunk is not None:
+                return chunk
             return await self._readuntil_one(separator)
         if isinstance(separator, tuple):
             # Sorting makes the shortest of equally-ending matches win.
@@ -229,6 +235,21 @@ class StreamReader(AsyncIterator[bytes]):
         if self._paused:
             self._maybe_resume_transport()
         return chunk
+
+    def _take_through(self, separator: bytes) -> bytes | None:
+        """The chunk through *separator* if it is buffered, within the limit; else None.
+
+        The common case of ``readline()``/``readuntil()``, answered without a coroutine.
+        """
+        if self._exception is None:
+            buffer = self._buffer
+            start = buffer.find(separator)
+            if 0 <= start <= self._limit:
+                chunk = buffer.take(start + len(separator))
+                if self._paused:
+                    self._maybe_resume_transport()
+                return chunk
+        return None
 
     async def _readuntil_one(self, separator: bytes) -> bytes:
         """``readuntil()`` for one separator: the same steps, without the bookkeeping."""
