@@ -159,7 +159,7 @@ class AsyncioEngine(asyncio.Protocol):
             owner._connection_lost(self._lost_exc)
 
     def write(self, data: bytes) -> None:
-        if self._send_next:
+        if self._send_next and not self._pending:  # never ahead of what waits to be joined
             self._send_next = False
             assert self._transport is not None
             self._transport.write(data)

@@ -323,6 +323,8 @@ def check_command(line: str) -> None:
         except SystemExit as exc:  # --help exits 0, a refused argument 2
             exit_code = exc.code
         assert exit_code == 0, f"the command line refuses {line!r}"
+    elif prog.startswith("python") and words[1] == "benchmarks/run.py":
+        check_benchmark_command(words[2:], line)
     elif prog.startswith("python") and words[1].startswith("examples/"):
         assert (ROOT / words[1]).is_file(), line
         assert "--backend" not in words or words[words.index("--backend") + 1] in BACKENDS
@@ -332,6 +334,19 @@ def check_command(line: str) -> None:
         pass  # installing, building the docs: CI runs these itself
     else:
         raise AssertionError(f"no check for the command {line!r}")
+
+
+def check_benchmark_command(args: list[str], line: str) -> None:
+    """The benchmark suite's own parser must accept the arguments."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run as benchmarks_run  # type: ignore[import-not-found, unused-ignore]
+    finally:
+        sys.path.pop(0)
+    try:
+        benchmarks_run.parse_args(args)
+    except SystemExit as exc:
+        assert exc.code == 0, f"benchmarks/run.py refuses {line!r}"
 
 
 def demo_table() -> list[str]:
