@@ -364,6 +364,7 @@ class StreamTransport:
         engine = TaskEngine(tls_stream, shutdown_timeout=shutdown_timeout)
         engine.set_write_buffer_limits(self._high, self._low)
         self._engine = engine
+        self._extra = _socket_info(engine)  # the asyncio engine hands over a duplicate
         self._upgrade_backlog = None
         engine.start(self)
         for chunk in backlog:

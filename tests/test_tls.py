@@ -342,9 +342,11 @@ async def test_starttls_upgrade_on_both_ends_with_pipelined_data(
             assert await reader.readline() == b"250 hello\n"
             assert await reader.readline() == b"220 go ahead\n"
             assert writer.get_extra_info("ssl_object") is None
+            sockname = writer.get_extra_info("sockname")
             await writer.start_tls(client_context, server_hostname="localhost")
             assert writer.get_extra_info("peercert") is not None
             assert not writer.can_write_eof()
+            assert writer.get_extra_info("socket").getsockname() == sockname
             writer.write(b"one\ntwo\n")
             assert await reader.readline() == b"secure one\n"
             assert await reader.readline() == b"secure two\n"
