@@ -23,7 +23,8 @@ from anyio.lowlevel import checkpoint
 
 from ._backend import spawn_detached
 from ._connect import stream_from_socket
-from ._engine import DEFAULT_HIGH_WATER, RECEIVE_SIZE, Owner, receive_buffer
+from ._engine import RECEIVE_SIZE, receive_buffer
+from ._engine_base import ReceivingEngine
 
 __all__ = ["SocketEngine"]
 
@@ -42,7 +43,7 @@ def _fd_waits() -> tuple[FdWait, FdWait, Callable[[], Awaitable[None]]]:
     return anyio.wait_readable, anyio.wait_writable, checkpoint
 
 
-class SocketEngine:
+class SocketEngine(ReceivingEngine):
     """Moves bytes between a connected non-blocking socket and its owner."""
 
     __slots__ = (
@@ -52,38 +53,25 @@ class SocketEngine:
         "_eof_requested",
         "_eof_sent",
         "_flushed",
-        "_high",
         "_lost",
-        "_low",
-        "_owner",
         "_pending",
-        "_reading_paused",
-        "_receiver_done",
-        "_receiver_scope",
-        "_resume_event",
         "_send_next",
         "_sender_running",
         "_sender_wakeup",
-        "_size",
         "_sock",
         "_wait_readable",
         "_wait_writable",
-        "_writing_paused",
     )
 
     def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
         sock.setblocking(False)
         self._sock = sock
-        self._owner: Owner | None = None
         self._wait_readable, self._wait_writable, self._checkpoint = _fd_waits()
         # The first write after a wait is sent at once; writes that follow it are
         # joined and sent by the sending task (or by drain()).
         self._send_next = True
         self._pending: list[bytes | memoryview] = []
-        self._size = 0
-        self._high = DEFAULT_HIGH_WATER
-        self._low = DEFAULT_HIGH_WATER // 4
-        self._writing_paused = False
         self._sender_wakeup: anyio.Event | None = None
         self._sender_running = False
         self._flushed: anyio.Event | None = None
@@ -92,18 +80,8 @@ class SocketEngine:
         self._closing = False
         self._lost = False
         self._detached = False
-        self._receiver_scope: anyio.CancelScope | None = None
-        self._receiver_done: anyio.Event | None = None
-        self._reading_paused = False
-        self._resume_event: anyio.Event | None = None
 
     # -- Engine --------------------------------------------------------------------------
-
-    def start(self, owner: Owner) -> None:
-        self._owner = owner
-        scope = self._receiver_scope = anyio.CancelScope()
-        done = self._receiver_done = anyio.Event()
-        spawn_detached(lambda: self._run_receiver(scope, done), name="asyncstreams receiver")
 
     def write(self, data: bytes) -> None:
         if self._send_next and not self._pending:
@@ -168,24 +146,6 @@ class SocketEngine:
         self._close_socket()
         self._lose(None)
 
-    def get_write_buffer_size(self) -> int:
-        return self._size
-
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
-        self._high = high
-        self._low = low
-        self._update_flow_control()
-
-    def pause_reading(self) -> None:
-        self._reading_paused = True
-
-    def resume_reading(self) -> None:
-        self._reading_paused = False
-        event = self._resume_event
-        if event is not None:
-            self._resume_event = None
-            event.set()
-
     def extra(self, attribute: Any, default: Any = None) -> Any:
         if attribute is SocketAttribute.raw_socket:
             return self._sock
@@ -198,10 +158,7 @@ class SocketEngine:
             await self._flushed.wait()
         if self._lost or self._closing:
             raise ConnectionResetError("Connection lost")
-        done = self._receiver_done
-        self._stop_receiver()
-        if done is not None:
-            await done.wait()
+        await self._stop_receiver_and_wait()
         if self._lost:
             raise ConnectionResetError("Connection lost")
         self._detached = True
@@ -212,19 +169,6 @@ class SocketEngine:
 
     # -- receiving -----------------------------------------------------------------------
 
-    def _stop_receiver(self) -> None:
-        scope = self._receiver_scope
-        if scope is not None:
-            self._receiver_scope = None
-            scope.cancel()
-
-    async def _run_receiver(self, scope: anyio.CancelScope, done: anyio.Event) -> None:
-        try:
-            with scope:
-                await self._receive_loop()
-        finally:
-            done.set()
-
     async def _receive_loop(self) -> None:
         owner = self._owner
         assert owner is not None
@@ -234,9 +178,7 @@ class SocketEngine:
         view = receive_buffer()
         streaming = False
         while True:
-            if self._reading_paused:
-                event = self._resume_event = anyio.Event()
-                await event.wait()
+            await self._wait_while_paused()
             if not streaming:
                 try:
                     await wait_readable(sock)
@@ -333,18 +275,6 @@ class SocketEngine:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             self._lose(exc)
-
-    def _update_flow_control(self) -> None:
-        owner = self._owner
-        if self._size > self._high:
-            if not self._writing_paused:
-                self._writing_paused = True
-                if owner is not None:
-                    owner._pause_writing()
-        elif self._writing_paused and self._size <= self._low:
-            self._writing_paused = False
-            if owner is not None:
-                owner._resume_writing()
 
     def _close_socket(self) -> None:
         if self._sock.fileno() != -1:

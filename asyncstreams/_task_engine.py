@@ -16,7 +16,8 @@ from anyio.abc import ByteStream
 from anyio.streams.tls import TLSAttribute
 
 from ._backend import spawn_detached
-from ._engine import DEFAULT_HIGH_WATER, RECEIVE_SIZE, Owner
+from ._engine import RECEIVE_SIZE
+from ._engine_base import ReceivingEngine
 from ._errors import connection_error
 
 __all__ = ["TaskEngine"]
@@ -33,21 +34,32 @@ def _is_ragged_tls_eof(exc: BaseException) -> bool:
     )
 
 
-class TaskEngine:
+class TaskEngine(ReceivingEngine):
     """Moves bytes between an anyio :class:`~anyio.abc.ByteStream` and its owner."""
 
+    __slots__ = (
+        "__weakref__",
+        "_aborted",
+        "_chunks",
+        "_closing",
+        "_detached",
+        "_eof_requested",
+        "_lost",
+        "_sender_idle",
+        "_sender_running",
+        "_sender_scope",
+        "_shutdown_timeout",
+        "stream",
+    )
+
     def __init__(self, stream: ByteStream, *, shutdown_timeout: float | None = None) -> None:
+        super().__init__()
         self.stream = stream
-        self._owner: Owner | None = None
         self._shutdown_timeout = (
             _DEFAULT_SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout
         )
         # Unsent data: chunks not yet handed to the stream, plus the one being sent.
         self._chunks: list[bytes] = []
-        self._size = 0
-        self._high = DEFAULT_HIGH_WATER
-        self._low = DEFAULT_HIGH_WATER // 4
-        self._writing_paused = False
         self._sender_running = False
         self._sender_scope: anyio.CancelScope | None = None
         self._sender_idle: anyio.Event | None = None
@@ -56,18 +68,8 @@ class TaskEngine:
         self._aborted = False
         self._lost = False
         self._detached = False
-        self._receiver_scope: anyio.CancelScope | None = None
-        self._receiver_done: anyio.Event | None = None
-        self._reading_paused = False
-        self._resume_event: anyio.Event | None = None
 
     # -- Engine --------------------------------------------------------------------------
-
-    def start(self, owner: Owner) -> None:
-        self._owner = owner
-        scope = self._receiver_scope = anyio.CancelScope()
-        done = self._receiver_done = anyio.Event()
-        spawn_detached(lambda: self._run_receiver(scope, done), name="asyncstreams receiver")
 
     def write(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -110,24 +112,6 @@ class TaskEngine:
             self._sender_scope.cancel()
         self._ensure_sender()
 
-    def get_write_buffer_size(self) -> int:
-        return self._size
-
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
-        self._high = high
-        self._low = low
-        self._update_flow_control()
-
-    def pause_reading(self) -> None:
-        self._reading_paused = True
-
-    def resume_reading(self) -> None:
-        self._reading_paused = False
-        event = self._resume_event
-        if event is not None:
-            self._resume_event = None
-            event.set()
-
     def extra(self, attribute: Any, default: Any = None) -> Any:
         return self.stream.extra(attribute, default)
 
@@ -137,10 +121,7 @@ class TaskEngine:
             await idle.wait()
         if self._lost or self._closing:
             raise ConnectionResetError("Connection lost")
-        done = self._receiver_done
-        self._stop_receiver()
-        if done is not None:
-            await done.wait()
+        await self._stop_receiver_and_wait()
         if self._lost:
             raise ConnectionResetError("Connection lost")
         self._detached = True
@@ -148,54 +129,26 @@ class TaskEngine:
 
     # -- receiving -----------------------------------------------------------------------
 
-    def _stop_receiver(self) -> None:
-        scope = self._receiver_scope
-        if scope is not None:
-            self._receiver_scope = None
-            scope.cancel()
-
-    async def _run_receiver(self, scope: anyio.CancelScope, done: anyio.Event) -> None:
-        """Receive into the owner until EOF, an error, or our own close()."""
-        try:
-            await self._receive_loop(scope)
-        finally:
-            done.set()
-
-    async def _receive_loop(self, scope: anyio.CancelScope) -> None:
+    async def _receive_loop(self) -> None:
         owner = self._owner
         assert owner is not None
         stream = self.stream
-        with scope:
-            try:
-                while True:
-                    if self._reading_paused:
-                        event = self._resume_event = anyio.Event()
-                        await event.wait()
-                    owner._data_received(await stream.receive(RECEIVE_SIZE))
-            except anyio.EndOfStream:
+        try:
+            while True:
+                await self._wait_while_paused()
+                owner._data_received(await stream.receive(RECEIVE_SIZE))
+        except anyio.EndOfStream:
+            owner._eof_received()
+        except anyio.ClosedResourceError:
+            pass  # closed by us: _connection_lost() reports the end
+        except (anyio.BrokenResourceError, OSError) as exc:
+            if _is_ragged_tls_eof(exc):
+                # A TLS peer that closes without close_notify reads as EOF, as in asyncio.
                 owner._eof_received()
-            except anyio.ClosedResourceError:
-                pass  # closed by us: _connection_lost() reports the end
-            except (anyio.BrokenResourceError, OSError) as exc:
-                if _is_ragged_tls_eof(exc):
-                    # A TLS peer that closes without close_notify reads as EOF, as in asyncio.
-                    owner._eof_received()
-                else:
-                    self._lose(connection_error(exc))
+            else:
+                self._lose(connection_error(exc))
 
     # -- sending -------------------------------------------------------------------------
-
-    def _update_flow_control(self) -> None:
-        owner = self._owner
-        if self._size > self._high:
-            if not self._writing_paused:
-                self._writing_paused = True
-                if owner is not None:
-                    owner._pause_writing()
-        elif self._writing_paused and self._size <= self._low:
-            self._writing_paused = False
-            if owner is not None:
-                owner._resume_writing()
 
     def _ensure_sender(self) -> None:
         if not self._sender_running and not self._detached:

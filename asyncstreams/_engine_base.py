@@ -1,0 +1,115 @@
+"""What the two task-driven engines share: the receiving task and write flow control.
+
+:class:`~asyncstreams._task_engine.TaskEngine` (over an anyio stream) and
+:class:`~asyncstreams._socket_engine.SocketEngine` (over a socket) receive in a task of
+their own and count what is written but unsent; the asyncio engine gets both from the
+event loop's transport instead.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from ._backend import spawn_detached
+from ._engine import DEFAULT_HIGH_WATER, Owner
+
+__all__ = ["ReceivingEngine"]
+
+
+class ReceivingEngine:
+    """A receiving task that stops while paused, and asyncio's write high/low marks.
+
+    Subclasses implement :meth:`_receive_loop` (it returns at EOF or on an error, and
+    calls :meth:`_wait_while_paused` before each receive) and keep ``_size``, the bytes
+    written but not yet sent, calling :meth:`_update_flow_control` when it changes.
+    """
+
+    __slots__ = (
+        "_high",
+        "_low",
+        "_owner",
+        "_reading_paused",
+        "_receiver_done",
+        "_receiver_scope",
+        "_resume_event",
+        "_size",
+        "_writing_paused",
+    )
+
+    def __init__(self) -> None:
+        self._owner: Owner | None = None
+        self._size = 0
+        self._high = DEFAULT_HIGH_WATER
+        self._low = DEFAULT_HIGH_WATER // 4
+        self._writing_paused = False
+        self._receiver_scope: anyio.CancelScope | None = None
+        self._receiver_done: anyio.Event | None = None
+        self._reading_paused = False
+        self._resume_event: anyio.Event | None = None
+
+    def start(self, owner: Owner) -> None:
+        self._owner = owner
+        scope = self._receiver_scope = anyio.CancelScope()
+        done = self._receiver_done = anyio.Event()
+        spawn_detached(lambda: self._run_receiver(scope, done), name="asyncstreams receiver")
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+        event = self._resume_event
+        if event is not None:
+            self._resume_event = None
+            event.set()
+
+    async def _wait_while_paused(self) -> None:
+        if self._reading_paused:
+            event = self._resume_event = anyio.Event()
+            await event.wait()
+
+    def _stop_receiver(self) -> None:
+        scope = self._receiver_scope
+        if scope is not None:
+            self._receiver_scope = None
+            scope.cancel()
+
+    async def _stop_receiver_and_wait(self) -> None:
+        done = self._receiver_done
+        self._stop_receiver()
+        if done is not None:
+            await done.wait()
+
+    async def _run_receiver(self, scope: anyio.CancelScope, done: anyio.Event) -> None:
+        try:
+            with scope:
+                await self._receive_loop()
+        finally:
+            done.set()
+
+    async def _receive_loop(self) -> None:
+        raise NotImplementedError
+
+    # -- write flow control --------------------------------------------------------------
+
+    def get_write_buffer_size(self) -> int:
+        return self._size
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        self._high = high
+        self._low = low
+        self._update_flow_control()
+
+    def _update_flow_control(self) -> None:
+        owner = self._owner
+        if self._size > self._high:
+            if not self._writing_paused:
+                self._writing_paused = True
+                if owner is not None:
+                    owner._pause_writing()
+        elif self._writing_paused and self._size <= self._low:
+            self._writing_paused = False
+            if owner is not None:
+                owner._resume_writing()
