@@ -1,4 +1,5 @@
-"""The one place where asyncio and trio differ: running a task nobody awaits.
+"""The one place where asyncio and trio differ: running a task nobody awaits, and the
+cheapest way on each to wait for a wake-up or for a socket.
 
 asyncio stream code starts work that outlives the call that started it: the transport
 keeps sending after ``write()`` returns, and a server runs each client's handler as a
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-__all__ = ["Waiter", "current_backend", "spawn_detached", "waiter_factory"]
+__all__ = ["Waiter", "current_backend", "fd_waits", "spawn_detached", "waiter_factory"]
 
 logger = logging.getLogger("asyncstreams")
 
@@ -118,3 +119,22 @@ def waiter_factory() -> Callable[[], Waiter]:
 
         return trio.Event
     raise RuntimeError("asyncstreams needs a running asyncio or trio event loop")
+
+
+FdWait = Callable[[Any], Awaitable[None]]
+
+
+def fd_waits() -> tuple[FdWait, FdWait, Callable[[], Awaitable[None]]]:
+    """``wait_readable``, ``wait_writable`` and ``checkpoint`` for the running loop.
+
+    On trio, trio's own functions, which anyio's would call after a dispatch per call;
+    elsewhere anyio's.
+    """
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        lowlevel = trio.lowlevel
+        return lowlevel.wait_readable, lowlevel.wait_writable, lowlevel.checkpoint
+    import anyio
+    import anyio.lowlevel
+
+    return anyio.wait_readable, anyio.wait_writable, anyio.lowlevel.checkpoint

@@ -6,22 +6,19 @@ selector transport does, ``write()`` sends at once on the non-blocking socket; o
 what the kernel does not take waits for a sending task (started once, when first
 needed). One receiving task waits for readability and feeds the reader.
 
-The code is backend-neutral (anyio's ``wait_readable``/``wait_writable``); it is used
-on trio, where asyncio's own transport (``_asyncio_engine``) is not available.
+The code is backend-neutral (readiness waits come from ``_backend.fd_waits()``); it is
+used on trio, where asyncio's own transport (``_asyncio_engine``) is not available.
 """
 
 from __future__ import annotations
 
 import socket
-import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
-from anyio.lowlevel import checkpoint
 
-from ._backend import spawn_detached
+from ._backend import fd_waits, spawn_detached
 from ._connect import stream_from_socket
 from ._engine import RECEIVE_SIZE, receive_buffer
 from ._engine_base import ReceivingEngine
@@ -29,18 +26,6 @@ from ._engine_base import ReceivingEngine
 __all__ = ["SocketEngine"]
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
-
-FdWait = Callable[[socket.socket], Awaitable[None]]
-
-
-def _fd_waits() -> tuple[FdWait, FdWait, Callable[[], Awaitable[None]]]:
-    """``wait_readable``, ``wait_writable`` and ``checkpoint`` for the running loop."""
-    trio = sys.modules.get("trio")
-    if trio is not None and trio.lowlevel.in_trio_run():
-        # The same functions anyio would call, without its per-call dispatch.
-        lowlevel = trio.lowlevel
-        return lowlevel.wait_readable, lowlevel.wait_writable, lowlevel.checkpoint
-    return anyio.wait_readable, anyio.wait_writable, checkpoint
 
 
 class SocketEngine(ReceivingEngine):
@@ -67,7 +52,7 @@ class SocketEngine(ReceivingEngine):
         super().__init__()
         sock.setblocking(False)
         self._sock = sock
-        self._wait_readable, self._wait_writable, self._checkpoint = _fd_waits()
+        self._wait_readable, self._wait_writable, self._checkpoint = fd_waits()
         # The first write after a wait is sent at once; writes that follow it are
         # joined and sent by the sending task (or by drain()).
         self._send_next = True

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ssl as _ssl
-from collections.abc import Callable, Mapping
-from typing import Any
 
 import anyio
 from anyio.abc import ByteStream
@@ -13,7 +11,6 @@ from anyio.streams.tls import TLSStream
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_SHUTDOWN_TIMEOUT",
-    "PrefixedStream",
     "client_context",
     "wrap",
 ]
@@ -70,37 +67,3 @@ async def wrap(
     except BaseException:
         await anyio.aclose_forcefully(stream)
         raise
-
-
-class PrefixedStream(ByteStream):
-    """*stream*, with *prefix* received first.
-
-    ``start_tls()`` hands the TLS layer the bytes the reader had already received
-    past what the application read (a pipelined ClientHello, say): they are the
-    start of the TLS conversation, and losing them would stall the handshake
-    (python/cpython#142352).
-    """
-
-    def __init__(self, stream: ByteStream, prefix: bytes) -> None:
-        self._stream = stream
-        self._prefix = prefix
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        prefix = self._prefix
-        if not prefix:
-            return await self._stream.receive(max_bytes)
-        self._prefix = prefix[max_bytes:]
-        return prefix[:max_bytes]
-
-    async def send(self, item: bytes) -> None:
-        await self._stream.send(item)
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    @property
-    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return self._stream.extra_attributes

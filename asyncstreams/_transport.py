@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
 from anyio.lowlevel import checkpoint
+from anyio.streams.buffered import BufferedByteStream
 from anyio.streams.tls import TLSAttribute
 
 from . import _tls
@@ -342,7 +343,12 @@ class StreamTransport:
             stream = await self._engine.detach()
             reader = self._reader
             if reader is not None and reader._buffer:
-                stream = _tls.PrefixedStream(stream, reader._buffer.take_all())
+                # Received but unread, these bytes start the TLS conversation (a
+                # pipelined ClientHello, say): losing them would stall the handshake
+                # (python/cpython#142352). anyio's buffered stream hands them over first.
+                buffered = BufferedByteStream(stream)
+                buffered.feed_data(reader._buffer.take_all())
+                stream = buffered
                 reader._paused = False
             try:
                 tls_stream = await _tls.wrap(
