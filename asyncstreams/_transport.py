@@ -379,6 +379,20 @@ class StreamTransport:
             engine.close()
 
 
+def _set_nodelay(sock: socket.socket) -> None:
+    """Turn Nagle's algorithm off for TCP, as every asyncio socket transport does.
+
+    The same test as asyncio's ``base_events._set_nodelay()``: a socket made with
+    ``proto=0`` by hand keeps the system's default there too.
+    """
+    if (
+        sock.family in (socket.AF_INET, socket.AF_INET6)
+        and sock.type == socket.SOCK_STREAM
+        and sock.proto == socket.IPPROTO_TCP
+    ):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 async def transport_from_socket(
     sock: socket.socket,
     reader: StreamReader,
@@ -395,6 +409,7 @@ async def transport_from_socket(
     Plain connections run on the loop's own socket transport on asyncio (and uvloop)
     and on the socket itself on trio; TLS connections on anyio's TLS stream.
     """
+    _set_nodelay(sock)
     if ssl_context is None:
         if current_backend() == "asyncio":
             engine: Engine = await AsyncioEngine.connect(sock)

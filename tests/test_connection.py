@@ -331,6 +331,55 @@ async def test_sock_connected_socket(tcp_echo: RawEchoServer) -> None:
     assert sock.fileno() == -1
 
 
+def nodelay(writer: asyncstreams.StreamWriter) -> int:
+    sock = writer.get_extra_info("socket")
+    value: int = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    return value
+
+
+async def test_tcp_nodelay_at_both_ends() -> None:
+    # asyncio turns Nagle's algorithm off on every TCP connection it opens or accepts.
+    accepted: list[int] = []
+
+    async def handler(reader: asyncstreams.StreamReader, writer: asyncstreams.StreamWriter) -> None:
+        accepted.append(nodelay(writer))
+        writer.close()
+
+    server = await asyncstreams.start_server(handler, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        with anyio.fail_after(10):
+            reader, writer = await asyncstreams.open_connection("127.0.0.1", port)
+            try:
+                assert nodelay(writer) == 1
+                assert await reader.read() == b""
+            finally:
+                await close_writer(writer)
+    assert accepted == [1]
+
+
+@pytest.mark.parametrize("proto", [0, socket.IPPROTO_TCP])
+async def test_tcp_nodelay_with_sock_follows_the_loop(
+    tcp_echo: RawEchoServer, proto: int, backend_id: str
+) -> None:
+    # asyncio leaves a socket made with proto=0 as it is; uvloop turns Nagle off on any
+    # TCP socket. On trio, asyncstreams follows asyncio.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+    try:
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", tcp_echo.port))
+        with anyio.fail_after(10):
+            _reader, writer = await asyncstreams.open_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        expected = 1 if proto or backend_id == "asyncio+uvloop" else 0
+        assert nodelay(writer) == expected
+    finally:
+        await close_writer(writer)
+
+
 async def test_unix_sock_connected_socket(unix_echo: RawEchoServer) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(10)
