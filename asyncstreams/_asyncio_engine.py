@@ -22,7 +22,7 @@ from typing import Any, cast
 from anyio.abc import ByteStream, SocketAttribute
 
 from ._connect import stream_from_socket
-from ._engine import DEFAULT_HIGH_WATER, Owner, receive_buffer
+from ._engine import DEFAULT_HIGH_WATER, DIRECT_RECEIVE_MIN, Owner, receive_buffer
 
 __all__ = ["AsyncioEngine"]
 
@@ -107,6 +107,12 @@ class AsyncioEngine(asyncio.Protocol):
             self._early += data
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        # A big read() waiting on an empty buffer takes the receive whole (see Owner).
+        owner = self._owner
+        if owner is not None:
+            size = owner._read_size()
+            if size >= DIRECT_RECEIVE_MIN:
+                return self._view[:size]
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:

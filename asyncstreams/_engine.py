@@ -17,10 +17,19 @@ from typing import Any, Protocol
 
 from anyio.abc import ByteStream
 
-__all__ = ["DEFAULT_HIGH_WATER", "RECEIVE_SIZE", "Engine", "Owner", "receive_buffer"]
+__all__ = [
+    "DEFAULT_HIGH_WATER",
+    "DIRECT_RECEIVE_MIN",
+    "RECEIVE_SIZE",
+    "Engine",
+    "Owner",
+    "receive_buffer",
+]
 
 DEFAULT_HIGH_WATER = 64 * 1024  # asyncio's default write high-water mark
 RECEIVE_SIZE = 64 * 1024
+# A read waiting for at least this much is received into for itself (see Owner).
+DIRECT_RECEIVE_MIN = 16 * 1024
 _SHARED_RECEIVE_SIZE = 256 * 1024
 
 
@@ -47,6 +56,14 @@ class Owner(Protocol):
 
     # An attribute rather than a method: the owner sets it to the reader's feed_data.
     _data_received: Callable[[bytes | bytearray | memoryview], None]
+
+    def _read_size(self) -> int:
+        """The n of a ``read(n)`` waiting on an empty buffer, else 0.
+
+        Bytes received for such a read reach it as they are: an engine that can size
+        its next receive (at least ``DIRECT_RECEIVE_MIN``) spares the copy out of its
+        own buffer.
+        """
 
     def _eof_received(self) -> None: ...
     def _connection_lost(self, exc: BaseException | None) -> None: ...

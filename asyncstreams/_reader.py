@@ -40,6 +40,8 @@ class StreamReader(AsyncIterator[bytes]):
         "_buffer",
         "_eof",
         "_exception",
+        "_handed",
+        "_handoff_size",
         "_limit",
         "_new_waiter",
         "_paused",
@@ -64,11 +66,16 @@ class StreamReader(AsyncIterator[bytes]):
         self._new_waiter: Callable[[], Waiter] | None = None  # the running loop's kind
         # The exception that woke the waiting read, if one did.
         self._wake_exception: BaseException | None = None
+        # While a read(n) waits on an empty buffer, n: the next bytes fed go to it
+        # directly (``_handed``), sparing a copy into the buffer and one out of it.
+        self._handoff_size = 0
+        self._handed: bytes | None = None
 
     def __repr__(self) -> str:
         info = ["StreamReader"]
-        if self._buffer:
-            info.append(f"{len(self._buffer)} bytes")
+        if self._buffer or self._handed is not None:
+            size = len(self._buffer) + len(self._handed or b"")
+            info.append(f"{size} bytes")
         if self._eof:
             info.append("eof")
         if self._limit != DEFAULT_LIMIT:
@@ -107,13 +114,25 @@ class StreamReader(AsyncIterator[bytes]):
 
     def at_eof(self) -> bool:
         """Return True if the buffer is empty and :meth:`feed_eof` was called."""
-        return self._eof and not self._buffer
+        return self._eof and not self._buffer and self._handed is None
 
     def feed_data(self, data: bytes | bytearray | memoryview) -> None:
         """Append *data* (copied) to the buffer and wake a waiting read."""
         assert not self._eof, "feed_data after feed_eof"
         if not data:
             return
+        size = self._handoff_size
+        if size:
+            # A read(size) waits on an empty buffer: it gets the first *size* bytes as
+            # they are; only the rest is buffered.
+            self._handoff_size = 0
+            if len(data) <= size:
+                self._handed = bytes(data)  # the object itself if it is bytes
+                self._wakeup_waiter()
+                return
+            view = memoryview(data)
+            self._handed = bytes(view[:size])
+            data = view[size:]
         buffer = self._buffer
         buffer.feed(data)
         self._wakeup_waiter()
@@ -137,8 +156,12 @@ class StreamReader(AsyncIterator[bytes]):
         if self._transport is not None:
             self._transport._resume_reading()
 
-    async def _wait_for_data(self, func_name: str) -> None:
-        """Wait until data, EOF or an exception arrives."""
+    async def _wait_for_data(self, func_name: str, handoff_size: int = 0) -> None:
+        """Wait until data, EOF or an exception arrives.
+
+        With *handoff_size*, the caller is ``read(handoff_size)`` on an empty buffer
+        and takes what :meth:`feed_data` hands it from ``_handed``.
+        """
         # Two readers waiting at once could not know which of them gets the next data.
         if self._waiter is not None:
             raise RuntimeError(
@@ -153,15 +176,28 @@ class StreamReader(AsyncIterator[bytes]):
         if new_waiter is None:
             new_waiter = self._new_waiter = waiter_factory()
         waiter = self._waiter = new_waiter()
+        self._handoff_size = handoff_size
         try:
             await waiter.wait()
+        except BaseException:
+            self._return_handed()  # cancelled after the bytes came: they stay readable
+            raise
         finally:
+            self._handoff_size = 0
             if self._waiter is waiter:
                 self._waiter = None
         exc = self._wake_exception
         if exc is not None:
             self._wake_exception = None
+            self._return_handed()
             raise exc
+
+    def _return_handed(self) -> None:
+        """Put bytes handed to a read that ends without them back in front of the buffer."""
+        handed = self._handed
+        if handed is not None:
+            self._handed = None
+            self._buffer[:0] = handed
 
     # -- reading -----------------------------------------------------------------------
 
@@ -310,7 +346,11 @@ class StreamReader(AsyncIterator[bytes]):
             self._maybe_resume_transport()
             return data
         if not self._buffer and not self._eof:
-            await self._wait_for_data("read")
+            await self._wait_for_data("read", n)
+            handed = self._handed
+            if handed is not None:
+                self._handed = None
+                return handed
         data = self._buffer.take(n)
         if self._paused:
             self._maybe_resume_transport()

@@ -20,7 +20,7 @@ from anyio.abc import ByteStream, SocketAttribute
 
 from ._backend import fd_waits, spawn_detached
 from ._connect import stream_from_socket
-from ._engine import RECEIVE_SIZE, receive_buffer
+from ._engine import DIRECT_RECEIVE_MIN, RECEIVE_SIZE, receive_buffer
 from ._engine_base import ReceivingEngine
 
 __all__ = ["SocketEngine"]
@@ -171,22 +171,31 @@ class SocketEngine(ReceivingEngine):
                     if self._closing or self._lost:
                         return  # our own close() closed the socket under the wait
                     raise
+            # A big read() waiting on an empty buffer gets bytes received for it alone,
+            # as trio's receive_some() would return them; all else goes through the
+            # shared buffer into the reader's.
+            size = owner._read_size()
             try:
-                nbytes = sock.recv_into(view)
+                if size >= DIRECT_RECEIVE_MIN:
+                    data: bytes | memoryview = sock.recv(size)
+                else:
+                    size = RECEIVE_SIZE
+                    data = view[: sock.recv_into(view)]
             except _WOULD_BLOCK:
                 streaming = False
                 continue
             except OSError as exc:
                 self._lose(exc)
                 return
+            nbytes = len(data)
             if not nbytes:
                 owner._eof_received()
                 return
             self._send_next = True  # a new pass: a reply may go out at once
-            owner._data_received(view[:nbytes])
-            # A big receive means more is likely queued: then try again before waiting
+            owner._data_received(data)
+            # A full receive means more is likely queued: then try again before waiting
             # (after letting the reader run), as trio's own sockets always do.
-            streaming = nbytes >= RECEIVE_SIZE
+            streaming = nbytes >= size
             if streaming:
                 await checkpoint()
 

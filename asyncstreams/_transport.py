@@ -258,6 +258,10 @@ class StreamTransport:
     def _drop_data(self, data: bytes | bytearray | memoryview) -> None:
         pass  # no reader: asyncio's StreamReaderProtocol drops it too
 
+    def _read_size(self) -> int:
+        reader = self._reader
+        return 0 if reader is None else reader._handoff_size
+
     def _eof_received(self) -> None:
         reader = self._reader
         if reader is not None:

@@ -264,6 +264,93 @@ async def test_waiting_read_woken_by_eof() -> None:
     assert reader.at_eof()
 
 
+# A read(n) waiting on an empty buffer is handed the next bytes fed without their passing
+# through the buffer; none of that may show.
+
+
+async def test_waiting_read_fed_more_than_n_leaves_the_rest_buffered() -> None:
+    reader = StreamReader()
+    async with anyio.create_task_group() as tg:
+        call = await pending(tg, functools.partial(reader.read, 3))
+        reader.feed_data(b"abcdef")
+        reader.feed_data(b"gh")
+        assert await call.outcome() == b"abc"
+    assert await reader.read(10) == b"defgh"
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+async def test_waiting_read_gets_a_copy_of_mutable_data(kind: type) -> None:
+    reader = StreamReader()
+    chunk = bytearray(b"abc")
+    async with anyio.create_task_group() as tg:
+        call = await pending(tg, functools.partial(reader.read, 10))
+        reader.feed_data(kind(chunk))
+        chunk[:] = b"XYZ"
+        data = await call.outcome()
+    assert data == b"abc"
+    assert type(data) is bytes
+
+
+async def test_data_fed_to_a_waiting_read_counts_for_at_eof() -> None:
+    # Until the woken read has run, the bytes are unread: asyncio's buffer holds them.
+    reader = StreamReader()
+    async with anyio.create_task_group() as tg:
+        call = await pending(tg, functools.partial(reader.read, 10))
+        reader.feed_data(b"abc")
+        reader.feed_eof()
+        assert not reader.at_eof()
+        assert "3 bytes" in repr(reader)
+        assert await call.outcome() == b"abc"
+    assert reader.at_eof()
+
+
+async def test_waiting_read_fed_then_cancelled_loses_nothing() -> None:
+    # A cancel scope lets a read already woken return its bytes (on every backend); a
+    # bare asyncio task.cancel() does not (see tests/backends/test_asyncio_specific.py).
+    # Either way no byte is lost and the order holds.
+    reader = StreamReader()
+    returned: list[bytes] = []
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                returned.append(await reader.read(4))
+
+        tg.start_soon(run)
+        await settle()
+        reader.feed_data(b"abc")
+        reader.feed_data(b"defgh")
+        scope.cancel()
+    reader.feed_eof()
+    assert b"".join(returned) + await reader.read() == b"abcdefgh"
+
+
+async def test_waiting_read_fed_then_exception_returns_the_data_first() -> None:
+    # As in asyncio: a read already woken by data returns it; the next read raises.
+    reader = StreamReader()
+    async with anyio.create_task_group() as tg:
+        call = await pending(tg, functools.partial(reader.read, 10))
+        reader.feed_data(b"abc")
+        reader.set_exception(ValueError("boom"))
+        assert await call.outcome() == b"abc"
+    with pytest.raises(ValueError, match="boom"):
+        await reader.read(10)
+
+
+async def test_waiting_read_woken_by_exception_keeps_data_fed_after() -> None:
+    reader = StreamReader()
+    async with anyio.create_task_group() as tg:
+        call = await pending(tg, functools.partial(reader.read, 10))
+        reader.set_exception(ValueError("boom"))
+        reader.feed_data(b"abc")
+        with pytest.raises(ValueError, match="boom"):
+            await call.outcome()
+    reader.feed_eof()
+    assert not reader.at_eof()  # the bytes are still buffered, as in asyncio
+    assert "3 bytes" in repr(reader)
+
+
 # -- readline --------------------------------------------------------------------------
 
 

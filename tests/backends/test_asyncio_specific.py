@@ -432,3 +432,37 @@ async def test_handler_runs_as_an_asyncio_task(backend_id: str) -> None:
     assert isinstance(task, asyncio.Task)
     assert task is not asyncio.current_task()
     assert task.done()
+
+
+# -- a read cancelled after data woke it ----------------------------------------------------
+
+
+async def read_cancelled_after_wake_scenario(mod: types.ModuleType) -> tuple[object, ...]:
+    """``task.cancel()`` after feed_data() woke the read but before it ran.
+
+    Only asyncio can cancel a task whose wait has already ended (trio, and anyio's
+    cancel scopes, let the woken read return). asyncstreams hands the first bytes to
+    the waiting read directly; cancelled, the read must give them back.
+    """
+    reader = mod.StreamReader()
+    task = asyncio.ensure_future(reader.read(4))
+    await asyncio.sleep(0)  # the read is waiting
+    reader.feed_data(b"abc")
+    reader.feed_data(b"defgh")
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        cancelled = True
+    else:
+        cancelled = False
+    at_eof_before = reader.at_eof()
+    reader.feed_eof()
+    return cancelled, at_eof_before, reader.at_eof(), await reader.read()
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS)
+def test_read_cancelled_after_wake_loses_nothing(loop_factory: LoopFactory) -> None:
+    expected = run(lambda: read_cancelled_after_wake_scenario(asyncio), loop_factory)
+    assert expected == (True, False, False, b"abcdefgh")
+    assert run(lambda: read_cancelled_after_wake_scenario(asyncstreams), loop_factory) == expected
