@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_HIGH_WATER",
     "DIRECT_RECEIVE_MIN",
     "RECEIVE_SIZE",
+    "YIELD_EVERY",
     "Engine",
     "Owner",
     "receive_buffer",
@@ -28,6 +29,8 @@ __all__ = [
 
 DEFAULT_HIGH_WATER = 64 * 1024  # asyncio's default write high-water mark
 RECEIVE_SIZE = 64 * 1024
+# drain() lets the event loop run at least once per this many bytes written.
+YIELD_EVERY = 64 * 1024
 # A read waiting for at least this much is received into for itself (see Owner).
 DIRECT_RECEIVE_MIN = 16 * 1024
 _SHARED_RECEIVE_SIZE = 256 * 1024

@@ -106,6 +106,7 @@ class StreamTransport:
         "_reader",
         "_server",
         "_server_side",
+        "_unyielded",
         "_upgrade_backlog",
     )
 
@@ -137,6 +138,8 @@ class StreamTransport:
         self._lost = False
         self._lost_exc: BaseException | None = None
         self._lost_writes = 0
+        # Bytes written since drain() last let the event loop run (see drain()).
+        self._unyielded = 0
         self._closed_event: anyio.Event | None = None
         # Writes made while start_tls() swaps the engine, for the new one.
         self._upgrade_backlog: list[bytes] | None = None
@@ -208,6 +211,7 @@ class StreamTransport:
             return
         if type(data) is not bytes:
             data = bytes(data)  # a snapshot: the caller may reuse its buffer at once
+        self._unyielded += len(data)
         if self._upgrade_backlog is None:
             self._engine.write(data)
         else:
