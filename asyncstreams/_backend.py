@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -112,8 +113,7 @@ def waiter_factory() -> Callable[[], Waiter]:
     """
     backend = current_backend()
     if backend == "asyncio":
-        loop = asyncio.get_running_loop()
-        return lambda: _AsyncioWaiter(loop=loop)
+        return functools.partial(_AsyncioWaiter, loop=asyncio.get_running_loop())
     if backend == "trio":
         import trio
 
