@@ -177,6 +177,7 @@ class SocketEngine(ReceivingEngine):
             size = owner._read_size()
             try:
                 if size >= DIRECT_RECEIVE_MIN:
+                    size = min(size, RECEIVE_SIZE)  # recv() allocates all it may return
                     data: bytes | memoryview = sock.recv(size)
                 else:
                     size = RECEIVE_SIZE

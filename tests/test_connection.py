@@ -331,6 +331,33 @@ async def test_sock_connected_socket(tcp_echo: RawEchoServer) -> None:
     assert sock.fileno() == -1
 
 
+@pytest.mark.parametrize("n", [1, 1 << 14, 1 << 16, 1 << 20, 1 << 40])
+async def test_read_n_waiting_for_data_whatever_n(tcp_echo: RawEchoServer, n: int) -> None:
+    # A big read(n) waiting on an empty buffer gets bytes received for it alone; n is
+    # a bound, never an allocation.
+    payload = os.urandom(200_000)
+    with anyio.fail_after(10):
+        reader, writer = await asyncstreams.open_connection("127.0.0.1", tcp_echo.port)
+    try:
+        got = bytearray()
+
+        async def read_all() -> None:
+            while len(got) < len(payload):
+                chunk = await reader.read(n)
+                assert 1 <= len(chunk) <= n
+                got.extend(chunk)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_all)
+                await anyio.wait_all_tasks_blocked()
+                writer.write(payload)
+                await writer.drain()
+        assert got == payload
+    finally:
+        await close_writer(writer)
+
+
 def nodelay(writer: asyncstreams.StreamWriter) -> int:
     sock = writer.get_extra_info("socket")
     value: int = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
