@@ -74,7 +74,7 @@ class AsyncioEngine(asyncio.Protocol):
         self._aborted = False  # uvloop reports the dropped buffer's size until it is lost
         self._lost = False
         self._lost_exc: BaseException | None = None
-        self._early = bytearray()  # what arrived before start()
+        self._early: bytearray | None = None  # what arrived before start()
         self._early_eof = False
         self._flushed: asyncio.Future[None] | None = None
 
@@ -104,7 +104,7 @@ class AsyncioEngine(asyncio.Protocol):
             self._owner._data_received(data)
         else:
             # Before start(): the loop may read as soon as the connection is made.
-            self._early += data
+            self._keep_early(data)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # A big read() waiting on an empty buffer takes the receive whole (see Owner).
@@ -121,7 +121,12 @@ class AsyncioEngine(asyncio.Protocol):
             self._owner._data_received(self._view[:nbytes])
         else:
             # Before start(): the loop may read as soon as the connection is made.
-            self._early += self._view[:nbytes]
+            self._keep_early(self._view[:nbytes])
+
+    def _keep_early(self, data: bytes | memoryview) -> None:
+        if self._early is None:
+            self._early = bytearray()
+        self._early += data
 
     def eof_received(self) -> bool:
         if self._owner is None:
@@ -156,9 +161,9 @@ class AsyncioEngine(asyncio.Protocol):
 
     def start(self, owner: Owner) -> None:
         self._owner = owner
-        if self._early:
+        if self._early is not None:
             owner._data_received(bytes(self._early))
-            self._early.clear()
+            self._early = None
         if self._early_eof:
             owner._eof_received()
         if self._lost:

@@ -44,29 +44,29 @@ def current_backend() -> str | None:
     return None
 
 
-async def _guarded(fn: Callable[[], Awaitable[object]], what: str) -> None:
+async def _guarded(fn: Callable[..., Awaitable[object]], args: tuple[Any, ...], what: str) -> None:
     try:
-        await fn()
+        await fn(*args)
     except Exception:
         logger.exception("Unhandled exception in %s", what)
 
 
-def spawn_detached(fn: Callable[[], Awaitable[object]], *, name: str) -> None:
-    """Start ``fn()`` in the background of the running event loop.
+def spawn_detached(fn: Callable[..., Awaitable[object]], *args: Any, name: str) -> None:
+    """Start ``fn(*args)`` in the background of the running event loop.
 
     The task inherits the caller's context variables, as an asyncio task does.
     Raises RuntimeError outside a running asyncio or trio event loop.
     """
     backend = current_backend()
     if backend == "asyncio":
-        task = asyncio.get_running_loop().create_task(_guarded(fn, name), name=name)
+        task = asyncio.get_running_loop().create_task(_guarded(fn, args, name), name=name)
         _asyncio_tasks.add(task)
         task.add_done_callback(_asyncio_tasks.discard)
     elif backend == "trio":
         import trio
 
         trio.lowlevel.spawn_system_task(
-            _guarded, fn, name, name=name, context=contextvars.copy_context()
+            _guarded, fn, args, name, name=name, context=contextvars.copy_context()
         )
     else:
         raise RuntimeError("asyncstreams needs a running asyncio or trio event loop")

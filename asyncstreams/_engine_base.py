@@ -31,6 +31,7 @@ class ReceivingEngine:
         "_reading_paused",
         "_receiver_done",
         "_receiver_scope",
+        "_receiving",
         "_resume_event",
         "_size",
         "_writing_paused",
@@ -43,15 +44,16 @@ class ReceivingEngine:
         self._low = DEFAULT_HIGH_WATER // 4
         self._writing_paused = False
         self._receiver_scope: anyio.CancelScope | None = None
-        self._receiver_done: anyio.Event | None = None
+        self._receiving = False
+        self._receiver_done: anyio.Event | None = None  # made when someone waits for it
         self._reading_paused = False
         self._resume_event: anyio.Event | None = None
 
     def start(self, owner: Owner) -> None:
         self._owner = owner
         scope = self._receiver_scope = anyio.CancelScope()
-        done = self._receiver_done = anyio.Event()
-        spawn_detached(lambda: self._run_receiver(scope, done), name="asyncstreams receiver")
+        self._receiving = True
+        spawn_detached(self._run_receiver, scope, name="asyncstreams receiver")
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -77,17 +79,22 @@ class ReceivingEngine:
             scope.cancel()
 
     async def _stop_receiver_and_wait(self) -> None:
-        done = self._receiver_done
         self._stop_receiver()
-        if done is not None:
+        if self._receiving:
+            done = self._receiver_done
+            if done is None:
+                done = self._receiver_done = anyio.Event()
             await done.wait()
 
-    async def _run_receiver(self, scope: anyio.CancelScope, done: anyio.Event) -> None:
+    async def _run_receiver(self, scope: anyio.CancelScope) -> None:
         try:
             with scope:
                 await self._receive_loop()
         finally:
-            done.set()
+            self._receiving = False
+            done = self._receiver_done
+            if done is not None:
+                done.set()
 
     async def _receive_loop(self) -> None:
         raise NotImplementedError

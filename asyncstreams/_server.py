@@ -220,7 +220,7 @@ class Server:
         if self._task_group is not None:
             self._task_group.start_soon(fn, *args, name=name)
         else:
-            spawn_detached(lambda: fn(*args), name=name)
+            spawn_detached(fn, *args, name=name)
 
     def _close_listener(self, sock: socket.socket) -> None:
         if sock.fileno() == -1:

@@ -197,9 +197,8 @@ class TaskEngine(ReceivingEngine):
         # Closing may include a TLS close_notify exchange: bound it, and let a peer
         # that breaks it off cost nothing but the courtesy.
         with anyio.move_on_after(self._shutdown_timeout):
-            if self._receiver_done is not None:
-                # The exchange reads: the receiving task (cancelled) must be gone first.
-                await self._receiver_done.wait()
+            # The exchange reads: the receiving task (cancelled) must be gone first.
+            await self._stop_receiver_and_wait()
             try:
                 await stream.aclose()
             except _SEND_ERRORS:

@@ -93,7 +93,7 @@ class StreamTransport:
         "_closed_event",
         "_closing",
         "_data_received",
-        "_drain_waiters",
+        "_drain_event",
         "_engine",
         "_eof_requested",
         "_extra",
@@ -132,7 +132,7 @@ class StreamTransport:
         self._high = DEFAULT_HIGH_WATER
         self._low = DEFAULT_HIGH_WATER // 4
         self._paused = False  # writing paused: drain() must wait
-        self._drain_waiters: list[anyio.Event] = []
+        self._drain_event: anyio.Event | None = None  # what paused drain() calls wait on
         self._eof_requested = False
         self._closing = False
         self._lost = False
@@ -279,8 +279,10 @@ class StreamTransport:
 
     def _resume_writing(self) -> None:
         self._paused = False
-        for waiter in self._drain_waiters:
-            waiter.set()
+        event = self._drain_event
+        if event is not None:
+            self._drain_event = None
+            event.set()
 
     def _connection_lost(self, exc: BaseException | None) -> None:
         """The connection is gone: tell the reader, drain(), wait_closed() and the server."""
@@ -311,12 +313,10 @@ class StreamTransport:
 
     async def _wait_for_drain(self) -> None:
         """Wait until writing resumes (StreamWriter.drain() calls it when paused)."""
-        waiter = anyio.Event()
-        self._drain_waiters.append(waiter)
-        try:
-            await waiter.wait()
-        finally:
-            self._drain_waiters.remove(waiter)
+        event = self._drain_event
+        if event is None:
+            event = self._drain_event = anyio.Event()
+        await event.wait()
         if self._lost_exc is not None:
             raise self._lost_exc
 
