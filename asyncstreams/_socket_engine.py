@@ -71,14 +71,8 @@ class SocketEngine(ReceivingEngine):
     def write(self, data: bytes) -> None:
         if self._send_next and not self._pending:
             self._send_next = False
-            try:
-                sent = self._sock.send(data)
-            except _WOULD_BLOCK:
-                sent = 0
-            except OSError as exc:
-                self._lose(exc)
-                return
-            if sent == len(data):
+            sent = self._send(data)
+            if sent is None or sent == len(data):
                 return
             rest: bytes | memoryview = memoryview(data)[sent:]  # not a copy
         else:
@@ -212,17 +206,23 @@ class SocketEngine(ReceivingEngine):
             self._sender_running = True
             spawn_detached(self._run_sender, name="asyncstreams sender")
 
+    def _send(self, data: bytes | memoryview) -> int | None:
+        """How much of *data* the kernel takes now; None if that broke the connection."""
+        try:
+            return self._sock.send(data)
+        except _WOULD_BLOCK:
+            return 0
+        except OSError as exc:
+            self._lose(exc)
+            return None
+
     def _send_pending(self) -> bool:
         """Send what the kernel takes now; True once nothing is left."""
         pending = self._pending
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
-        try:
-            sent = self._sock.send(data)
-        except _WOULD_BLOCK:
-            sent = 0
-        except OSError as exc:
-            self._lose(exc)
+        sent = self._send(data)
+        if sent is None:
             return True
         self._size -= sent
         if sent < len(data):
