@@ -19,7 +19,7 @@ import contextvars
 import functools
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 __all__ = ["Waiter", "current_backend", "fd_waits", "spawn_detached", "waiter_factory"]
@@ -89,35 +89,69 @@ def report_handler_error(exc: BaseException, transport: object) -> None:
 
 
 class Waiter(Protocol):
-    """A one-shot wake-up: one task awaits :meth:`wait`, anyone calls :meth:`set`."""
+    """A one-shot wake-up shaped like a future: one task awaits it; anyone else calls
+    ``set_result(None)`` unless it is ``done()`` (an asyncio waiter is done once the
+    task waiting on it is cancelled)."""
 
-    def set(self) -> None: ...
-    def wait(self) -> Awaitable[Any]: ...
+    def done(self) -> bool: ...
+    def set_result(self, result: None, /) -> None: ...
+    def __await__(self) -> Generator[Any, Any, Any]: ...
 
 
-class _AsyncioWaiter(asyncio.Future[None]):
-    """A bare future: what asyncio's own StreamReader waits on, and just as cheap."""
+@functools.cache
+def _trio_waiter() -> type[Waiter]:
+    import trio
 
-    def set(self) -> None:
-        if not self.done():
-            self.set_result(None)
+    reschedule = trio.lowlevel.reschedule
+    current_task = trio.lowlevel.current_task
+    wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+    succeeded = trio.lowlevel.Abort.SUCCEEDED
 
-    def wait(self) -> Awaitable[None]:
-        return self
+    class TrioWaiter:
+        """A waiter for one trio task: what ``trio.Event`` does, without its task set."""
+
+        __slots__ = ("_done", "_task")
+
+        def __init__(self) -> None:
+            self._done = False
+            self._task: trio.lowlevel.Task | None = None
+
+        def done(self) -> bool:
+            return self._done
+
+        def set_result(self, result: None, /) -> None:
+            self._done = True
+            task = self._task
+            if task is not None:
+                self._task = None
+                reschedule(task)
+
+        def _abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
+            self._done = True  # cancelled, as an asyncio future is
+            self._task = None
+            return succeeded
+
+        def __await__(self) -> Generator[Any, Any, None]:
+            # Awaited once, as soon as it is made: nothing can have set it yet.
+            assert not self._done, "a waiter is awaited once"
+            self._task = current_task()
+            yield from wait_task_rescheduled(self._abort).__await__()
+
+    return TrioWaiter
 
 
 def waiter_factory() -> Callable[[], Waiter]:
-    """What makes waiters on the running event loop (an anyio.Event costs about three times more).
+    """What makes waiters on the running event loop.
 
-    Raises RuntimeError outside a running asyncio or trio event loop.
+    On asyncio a bare future, what asyncio's own StreamReader waits on (an
+    ``anyio.Event`` costs about three times more); on trio what ``trio.Event`` does
+    for one task. Raises RuntimeError outside a running asyncio or trio event loop.
     """
     backend = current_backend()
     if backend == "asyncio":
-        return functools.partial(_AsyncioWaiter, loop=asyncio.get_running_loop())
+        return functools.partial(asyncio.Future, loop=asyncio.get_running_loop())
     if backend == "trio":
-        import trio
-
-        return trio.Event
+        return _trio_waiter()
     raise RuntimeError("asyncstreams needs a running asyncio or trio event loop")
 
 

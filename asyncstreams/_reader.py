@@ -104,8 +104,9 @@ class StreamReader(AsyncIterator[bytes]):
             # Only a read still waiting raises it at once; one already woken by data
             # returns that data first, as in asyncio.
             self._waiter = None
-            self._wake_exception = exc
-            waiter.set()
+            if not waiter.done():  # done: its read was cancelled
+                self._wake_exception = exc
+                waiter.set_result(None)
 
     def feed_eof(self) -> None:
         """Mark the end of the data: waiting and later reads see EOF."""
@@ -145,7 +146,8 @@ class StreamReader(AsyncIterator[bytes]):
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            waiter.set()
+            if not waiter.done():  # done: its read was cancelled
+                waiter.set_result(None)
 
     def _maybe_resume_transport(self) -> None:
         if self._paused and len(self._buffer) <= self._limit:
@@ -178,7 +180,7 @@ class StreamReader(AsyncIterator[bytes]):
         waiter = self._waiter = new_waiter()
         self._handoff_size = handoff_size
         try:
-            await waiter.wait()
+            await waiter
         except BaseException:
             self._return_handed()  # cancelled after the bytes came: they stay readable
             raise

@@ -326,6 +326,52 @@ async def test_waiting_read_fed_then_cancelled_loses_nothing() -> None:
     assert b"".join(returned) + await reader.read() == b"abcdefgh"
 
 
+@pytest.mark.parametrize("call", ["readline", "read", "readexactly"])
+async def test_data_fed_after_cancel_before_wakeup_stays_readable(call: str) -> None:
+    # The read is cancelled, then data arrives before its task runs again: waking a
+    # cancelled waiter must be a no-op (asyncio's future is already done), and the
+    # data stays for the next read.
+    reader = StreamReader()
+    calls: dict[str, Callable[[], Awaitable[bytes]]] = {
+        "readline": reader.readline,
+        "read": functools.partial(reader.read, 100),
+        "readexactly": functools.partial(reader.readexactly, 5),
+    }
+    returned: list[bytes] = []
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                returned.append(await calls[call]())
+
+        tg.start_soon(run)
+        await settle()
+        scope.cancel()
+        reader.feed_data(b"line\n")
+    assert returned == []
+    assert await reader.readline() == b"line\n"
+
+
+async def test_exception_set_after_cancel_before_wakeup() -> None:
+    reader = StreamReader()
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                await reader.readline()
+
+        tg.start_soon(run)
+        await settle()
+        scope.cancel()
+        reader.set_exception(ValueError("boom"))
+    assert scope.cancelled_caught
+    with pytest.raises(ValueError, match="boom"):
+        await reader.readline()
+    assert reader._wake_exception is None  # nothing stale for a later waiter
+
+
 async def test_waiting_read_fed_then_exception_returns_the_data_first() -> None:
     # As in asyncio: a read already woken by data returns it; the next read raises.
     reader = StreamReader()
