@@ -83,7 +83,12 @@ class AsyncioEngine(asyncio.Protocol):
         """Run *sock* (connected, non-blocking) on the loop's transport; close it on failure."""
         loop = asyncio.get_running_loop()
         uvloop = type(loop).__module__.startswith("uvloop")
-        engine = AsyncioEngine(sock) if uvloop else BufferedAsyncioEngine(sock)
+        if uvloop:
+            engine: AsyncioEngine = AsyncioEngine(sock)
+        elif isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+            engine = SelectorEngine(sock)
+        else:
+            engine = BufferedAsyncioEngine(sock)
         try:
             sock.setblocking(False)
             await engine._loop.connect_accepted_socket(lambda: engine, sock)
@@ -172,8 +177,7 @@ class AsyncioEngine(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._send_next and not self._pending:  # never ahead of what waits to be joined
             self._send_next = False
-            assert self._transport is not None
-            self._transport.write(data)
+            self._send(data)
             return
         self._pending.append(data)
         self._pending_size += len(data)
@@ -265,8 +269,14 @@ class AsyncioEngine(asyncio.Protocol):
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
         self._pending_size = 0
-        assert self._transport is not None
-        self._transport.write(data)
+        self._send(data)
+
+    def _send(self, data: bytes | memoryview) -> None:
+        transport = self._transport
+        assert transport is not None
+        transport.write(data)
+        if transport.is_closing() and self._owner is not None:
+            self._owner._write_failed(None)  # it failed; connection_lost() follows
 
     def _cancel_flush(self) -> None:
         handle = self._flush_handle
@@ -283,3 +293,50 @@ class BufferedAsyncioEngine(AsyncioEngine, asyncio.BufferedProtocol):
     """
 
     __slots__ = ()
+
+
+class SelectorEngine(BufferedAsyncioEngine):
+    """:class:`BufferedAsyncioEngine` on asyncio's selector loop, sending as it does.
+
+    When the transport holds nothing unsent, ``transport.write()`` calls
+    ``sock.send()`` and returns; this engine makes that call itself, which spares a
+    write path that costs as much as the rest of ``write()`` and ``drain()``
+    together. Anything the kernel does not take goes to ``transport.write()``, and
+    while the transport holds unsent bytes every write does, so the order is kept. A
+    send error ends the connection as the transport would have: it is aborted and
+    the error is what ``connection_lost()`` reports.
+    """
+
+    __slots__ = ("_send_error", "_transport_busy")
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self._transport_busy = False  # the transport may hold unsent bytes
+        self._send_error: OSError | None = None
+
+    def _send(self, data: bytes | memoryview) -> None:
+        transport = self._transport
+        assert transport is not None
+        if self._transport_busy and transport.get_write_buffer_size():
+            super()._send(data)
+            return
+        self._transport_busy = False
+        if transport.is_closing():
+            super()._send(data)  # counted and warned about as a lost write
+            return
+        try:
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._send_error = exc
+            transport.abort()  # connection_lost() follows on the next pass
+            if self._owner is not None:
+                self._owner._write_failed(exc)
+            return
+        if sent < len(data):
+            self._transport_busy = True
+            super()._send(memoryview(data)[sent:])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc if exc is not None else self._send_error)

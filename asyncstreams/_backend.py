@@ -22,7 +22,14 @@ import sys
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
-__all__ = ["Waiter", "current_backend", "fd_waits", "spawn_detached", "waiter_factory"]
+__all__ = [
+    "Waiter",
+    "call_soon",
+    "current_backend",
+    "fd_waits",
+    "spawn_detached",
+    "waiter_factory",
+]
 
 logger = logging.getLogger("asyncstreams")
 
@@ -70,6 +77,17 @@ def spawn_detached(fn: Callable[..., Awaitable[object]], *args: Any, name: str) 
         )
     else:
         raise RuntimeError("asyncstreams needs a running asyncio or trio event loop")
+
+
+def call_soon(fn: Callable[..., object], *args: Any) -> None:
+    """Call ``fn(*args)`` on the event loop's next pass: ``loop.call_soon()`` on asyncio,
+    ``run_sync_soon()`` on trio."""
+    if current_backend() == "asyncio":
+        asyncio.get_running_loop().call_soon(fn, *args)
+    else:
+        import trio
+
+        trio.lowlevel.current_trio_token().run_sync_soon(fn, *args)
 
 
 def report_handler_error(exc: BaseException, transport: object) -> None:

@@ -69,6 +69,14 @@ class Owner(Protocol):
         """
 
     def _eof_received(self) -> None: ...
+    def _write_failed(self, exc: BaseException | None) -> None:
+        """A send made for ``write()`` failed: the connection is closing from now on.
+
+        The owner reports *exc* as the connection's end on the event loop's next pass,
+        as asyncio's transport does; with None, the engine reports it itself through
+        :meth:`_connection_lost` (asyncio's transport has already scheduled that).
+        """
+
     def _connection_lost(self, exc: BaseException | None) -> None: ...
     def _pause_writing(self) -> None: ...
     def _resume_writing(self) -> None: ...

@@ -213,7 +213,8 @@ class SocketEngine(ReceivingEngine):
         except _WOULD_BLOCK:
             return 0
         except OSError as exc:
-            self._lose(exc)
+            # As asyncio's transport: closing at once, the error reported a pass later.
+            self._lose(exc, report_later=True)
             return None
 
     def _send_pending(self) -> bool:
@@ -276,7 +277,7 @@ class SocketEngine(ReceivingEngine):
             anyio.notify_closing(self._sock)
             self._sock.close()
 
-    def _lose(self, exc: BaseException | None) -> None:
+    def _lose(self, exc: BaseException | None, *, report_later: bool = False) -> None:
         if self._lost:
             return
         self._lost = True
@@ -293,5 +294,9 @@ class SocketEngine(ReceivingEngine):
         flushed = self._flushed
         if flushed is not None:
             flushed.set()
-        if self._owner is not None and not self._detached:
-            self._owner._connection_lost(exc)
+        owner = self._owner
+        if owner is not None and not self._detached:
+            if report_later:
+                owner._write_failed(exc)
+            else:
+                owner._connection_lost(exc)

@@ -24,7 +24,7 @@ from anyio.streams.tls import TLSAttribute
 
 from . import _tls
 from ._asyncio_engine import AsyncioEngine
-from ._backend import current_backend
+from ._backend import call_soon, current_backend
 from ._connect import stream_from_socket
 from ._engine import DEFAULT_HIGH_WATER, Engine
 from ._socket_engine import SocketEngine
@@ -108,6 +108,7 @@ class StreamTransport:
         "_server_side",
         "_unyielded",
         "_upgrade_backlog",
+        "_write_error",
     )
 
     def __init__(
@@ -138,6 +139,7 @@ class StreamTransport:
         self._lost = False
         self._lost_exc: BaseException | None = None
         self._lost_writes = 0
+        self._write_error: BaseException | None = None  # to report (see _write_failed)
         # Bytes written since drain() last let the event loop run (see drain()).
         self._unyielded = 0
         self._closed_event: anyio.Event | None = None
@@ -273,6 +275,21 @@ class StreamTransport:
         if not self.can_write_eof():
             # Over TLS, asyncio closes the connection at EOF; over TCP it stays half-open.
             self.close()
+
+    def _write_failed(self, exc: BaseException | None) -> None:
+        # As asyncio's transport: closing at once, the error reported a pass later (so
+        # drain() raises "Connection lost", and the reader then the error itself).
+        self._closing = True
+        if exc is not None and self._write_error is None:
+            self._write_error = exc
+            call_soon(self._report_write_error)
+
+    def _report_write_error(self) -> None:
+        """Report the error of a failed send, if that is still to be done."""
+        exc = self._write_error
+        if exc is not None:
+            self._write_error = None
+            self._connection_lost(exc)
 
     def _pause_writing(self) -> None:
         self._paused = True

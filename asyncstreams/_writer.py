@@ -103,6 +103,8 @@ class StreamWriter:
             # sent anything below the high-water mark by now, so its close() has lost
             # the connection; only a paused writer still waits for the flush.
             await checkpoint()
+            # asyncio has reported a failed send by now, whatever ran first.
+            transport._report_write_error()
             if not transport._paused:
                 raise ConnectionResetError("Connection lost")
         # asyncio's _drain_helper(), inline: no coroutine when there is nothing to wait for.

@@ -156,6 +156,41 @@ async def test_peer_reset_while_draining_a_full_buffer() -> None:
     assert ours == theirs
 
 
+async def scenario_reset_while_not_reading(streams: Any) -> list[str]:
+    async with raw_peer(streams) as (reader, writer, peer):
+        # More than twice the reader's limit: the transport stops receiving, so the
+        # reset is first seen by the next send, not by a receive.
+        unsent = memoryview(b"x" * 256 * 1024)
+        with anyio.fail_after(WAIT):
+            while unsent:
+                await anyio.wait_writable(peer)
+                unsent = unsent[peer.send(unsent) :]
+            # No event tells when the reader holds it all, on either library: poll.
+            while len(reader._buffer) <= 2 * 2**16:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.05)
+        reset(peer)
+        await anyio.sleep(0.05)
+        writer.write(b"after the reset")
+        results = [await outcome(writer.drain())]
+        results.append(await outcome(reader.read(10)))
+        writer.close()
+        results.append(await outcome(writer.wait_closed()))
+        return results
+
+
+async def test_peer_reset_seen_by_send() -> None:
+    ours, theirs = await both(scenario_reset_while_not_reading)
+    # The send fails inside write(): the connection is closing at once, and the error
+    # reaches the reader a loop pass later, so drain() reports the lost connection.
+    assert theirs == [
+        "ConnectionResetError('Connection lost',)",
+        "ConnectionResetError errno=104",
+        "ConnectionResetError errno=104",
+    ]
+    assert ours == theirs
+
+
 async def scenario_reset_during_wait_closed(streams: Any) -> list[str]:
     async with raw_peer(streams) as (_reader, writer, peer):
         writer.write(b"x" * BIG)
