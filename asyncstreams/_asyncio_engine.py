@@ -177,8 +177,17 @@ class AsyncioEngine(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._send_next and not self._pending:  # never ahead of what waits to be joined
             self._send_next = False
-            self._send(data)
+            # self._send(data), inline: this is every message's path on uvloop.
+            transport = self._transport
+            assert transport is not None
+            transport.write(data)
+            if transport.is_closing():
+                self._write_failed()
             return
+        self._join(data)
+
+    def _join(self, data: bytes) -> None:
+        """Keep *data* to send with the writes that follow it (see ``__init__``)."""
         self._pending.append(data)
         self._pending_size += len(data)
         if self._pending_size > self._high:
@@ -275,8 +284,13 @@ class AsyncioEngine(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         transport.write(data)
-        if transport.is_closing() and self._owner is not None:
-            self._owner._write_failed(None)  # it failed; connection_lost() follows
+        if transport.is_closing():
+            self._write_failed()
+
+    def _write_failed(self) -> None:
+        # transport.write() failed: the transport has scheduled connection_lost().
+        if self._owner is not None:
+            self._owner._write_failed(None)
 
     def _cancel_flush(self) -> None:
         handle = self._flush_handle
@@ -313,6 +327,13 @@ class SelectorEngine(BufferedAsyncioEngine):
         super().__init__(sock)
         self._transport_busy = False  # the transport may hold unsent bytes
         self._send_error: OSError | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._send_next and not self._pending:  # as AsyncioEngine.write()
+            self._send_next = False
+            self._send(data)
+            return
+        self._join(data)
 
     def _send(self, data: bytes | memoryview) -> None:
         transport = self._transport

@@ -92,10 +92,9 @@ class StreamWriter:
         Differs from asyncio: once 64 KiB have been written since it last did, it lets
         the event loop run (a checkpoint) even when there is nothing to wait for.
         """
-        if self._reader is not None:
-            exc = self._reader.exception()
-            if exc is not None:
-                raise exc
+        reader = self._reader
+        if reader is not None and reader._exception is not None:
+            raise reader._exception
         transport = self._transport
         if transport._closing:
             # As asyncio does, give the closing connection a chance to finish so that a
