@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from asyncio import trsock
 from typing import Any, cast
 
 from anyio.abc import ByteStream, SocketAttribute
@@ -239,6 +240,17 @@ class AsyncioEngine(asyncio.Protocol):
         if attribute is SocketAttribute.raw_socket:
             return self._sock
         return default
+
+    def socket_info(self) -> dict[str, Any]:
+        """``get_extra_info()``'s socket entries; the loop's transport keeps the addresses
+        from the start, so they are there after the connection closes, as in asyncio."""
+        transport = self._transport
+        assert transport is not None
+        return {
+            "socket": trsock.TransportSocket(self._sock),
+            "sockname": transport.get_extra_info("sockname"),
+            "peername": transport.get_extra_info("peername"),
+        }
 
     async def detach(self) -> ByteStream:
         """Hand the connection to an anyio stream over a duplicate of the socket."""

@@ -62,6 +62,7 @@ def _tls_info(engine: Engine, name: str) -> Any:
 
 
 def _socket_info(engine: Engine) -> dict[str, Any]:
+    """The socket and its addresses, read now (an engine may close the socket later)."""
     sock: socket.socket | None = engine.extra(SocketAttribute.raw_socket, None)
     if sock is None:
         return {}
@@ -129,7 +130,8 @@ class StreamTransport:
         self._reader = reader
         self._server = server
         self._server_side = server_side
-        self._extra = _socket_info(engine)
+        # On asyncio the loop's transport keeps the addresses: ask it when asked.
+        self._extra = None if isinstance(engine, AsyncioEngine) else _socket_info(engine)
         self._high = DEFAULT_HIGH_WATER
         self._low = DEFAULT_HIGH_WATER // 4
         self._paused = False  # writing paused: drain() must wait
@@ -158,7 +160,7 @@ class StreamTransport:
     def __repr__(self) -> str:
         state = "closed" if self._lost else "closing" if self._closing else "open"
         info = [type(self).__name__, state]
-        peer = self._extra.get("peername")
+        peer = self.get_extra_info("peername")
         if peer:
             info.append(f"peer={peer!r}")
         size = self.get_write_buffer_size()
@@ -169,7 +171,11 @@ class StreamTransport:
     # -- asyncio.BaseTransport ---------------------------------------------------------
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        value = self._extra.get(name, _MISSING)
+        extra = self._extra
+        if extra is None:
+            assert isinstance(self._engine, AsyncioEngine)
+            extra = self._extra = self._engine.socket_info()
+        value = extra.get(name, _MISSING)
         if value is _MISSING and name in _TLS_NAMES:
             value = _tls_info(self._engine, name)
         return default if value is _MISSING else value

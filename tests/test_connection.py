@@ -711,6 +711,26 @@ async def test_tcp_extra_info_matches_raw_socket(tcp_echo: RawEchoServer) -> Non
         await close_writer(writer)
 
 
+async def test_extra_info_first_asked_after_close(tcp_echo: RawEchoServer) -> None:
+    # As in asyncio, the addresses are those of the connection even once it is closed
+    # (asyncstreams reads them from the loop's transport on first use there).
+    with anyio.fail_after(10):
+        reader, writer = await asyncstreams.open_connection("127.0.0.1", tcp_echo.port)
+        assert await round_trip(reader, writer, b"x") == b"x"
+        writer.close()
+        await writer.wait_closed()
+    peername = writer.get_extra_info("peername")
+    sockname = writer.get_extra_info("sockname")
+    assert peername == ("127.0.0.1", tcp_echo.port)
+    assert sockname[0] == "127.0.0.1"
+    assert sockname[1] > 0
+    assert (peername, sockname) in tcp_echo.accepted
+    sock = writer.get_extra_info("socket")
+    assert sock is writer.get_extra_info("socket")
+    assert sock.fileno() == -1
+    assert f"peer={peername!r}" in repr(writer.transport)
+
+
 async def test_unix_extra_info_matches_raw_socket(unix_echo: RawEchoServer) -> None:
     with anyio.fail_after(10):
         reader, writer = await asyncstreams.open_unix_connection(unix_echo.address)
