@@ -370,11 +370,7 @@ class StreamReader(AsyncIterator[bytes]):
                 self._maybe_resume_transport()
                 raise IncompleteReadError(partial, n)
             await self._wait_for_data("readexactly")
-        if len(buffer) == n:  # all of it, the usual case for a reply: take() inline
-            data = bytes(buffer)
-            buffer.clear()
-        else:
-            data = buffer.take(n)
+        data = buffer.take(n)
         if self._paused:
             self._maybe_resume_transport()
         return data
