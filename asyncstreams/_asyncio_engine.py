@@ -6,11 +6,13 @@ pays that on every message. Here the loop's transport calls us back directly, as
 calls asyncio's own ``StreamReaderProtocol``: received bytes go straight into the
 reader, and writes go straight to the transport, with no task in between.
 
-Two things make it faster than asyncio's own streams: on asyncio's own loops it
+Three things make it faster than asyncio's own streams: on asyncio's own loops it
 receives through :class:`asyncio.BufferedProtocol` into one reused buffer per thread
 (asyncio allocates a fresh 256 KiB ``bytes`` per receive; uvloop does not, so there the
-plain ``data_received()`` is the cheaper path), and it joins writes made in a row into
-one send (asyncio makes a system call per ``write()``).
+plain ``data_received()`` is the cheaper path); it joins writes made in a row into one
+send (asyncio makes a system call per ``write()``); and on the selector loop it makes
+the ``sock.send()`` that ``transport.write()`` would make itself, without the
+transport's Python write path (:class:`SelectorEngine`).
 """
 
 from __future__ import annotations
@@ -329,8 +331,9 @@ class SelectorEngine(BufferedAsyncioEngine):
     write path that costs as much as the rest of ``write()`` and ``drain()``
     together. Anything the kernel does not take goes to ``transport.write()``, and
     while the transport holds unsent bytes every write does, so the order is kept. A
-    send error ends the connection as the transport would have: it is aborted and
-    the error is what ``connection_lost()`` reports.
+    send error ends the connection as the transport would have: the connection is
+    closing at once, the transport is aborted, and the error is what
+    ``connection_lost()`` reports on the next loop pass.
     """
 
     __slots__ = ("_send_error", "_transport_busy")
