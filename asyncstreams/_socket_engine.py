@@ -13,6 +13,7 @@ used on trio, where asyncio's own transport (``_asyncio_engine``) is not availab
 from __future__ import annotations
 
 import socket
+from contextlib import suppress
 from typing import Any
 
 import anyio
@@ -26,6 +27,20 @@ from ._engine_base import ReceivingEngine
 __all__ = ["SocketEngine"]
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
+
+
+def _set_notsent_lowat(sock: socket.socket) -> None:
+    """Keep at most 16 KiB unsent in the kernel beyond what is in flight, as trio's
+    ``SocketStream`` does for every TCP socket (asyncio sets nothing).
+
+    The rest of what ``write()`` is given waits in user space, where ``drain()`` sees
+    it. Without it a write loop fills the kernel's multi-megabyte send buffer with
+    64 KiB sends, and a receiver in another process often ends up taking them in
+    halves: 1.4 GB/s instead of 4.2 on this project's machine.
+    """
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and hasattr(socket, "TCP_NOTSENT_LOWAT"):
+        with suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 2**14)
 
 
 class SocketEngine(ReceivingEngine):
@@ -51,6 +66,7 @@ class SocketEngine(ReceivingEngine):
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
         sock.setblocking(False)
+        _set_notsent_lowat(sock)
         self._sock = sock
         self._wait_readable, self._wait_writable, self._checkpoint = fd_waits()
         # The first write after a wait is sent at once; writes that follow it are

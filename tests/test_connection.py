@@ -385,6 +385,36 @@ async def test_tcp_nodelay_at_both_ends() -> None:
     assert accepted == [1]
 
 
+@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="no TCP_NOTSENT_LOWAT")
+async def test_tcp_notsent_lowat_follows_the_backend(backend_id: str) -> None:
+    # trio's SocketStream sets TCP_NOTSENT_LOWAT to 16 KiB on every TCP connection;
+    # asyncio and uvloop leave the system's default (0: no limit).
+    accepted: list[int] = []
+
+    def lowat(writer: asyncstreams.StreamWriter) -> int:
+        value: int = writer.get_extra_info("socket").getsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT
+        )
+        return value
+
+    async def handler(reader: asyncstreams.StreamReader, writer: asyncstreams.StreamWriter) -> None:
+        accepted.append(lowat(writer))
+        writer.close()
+
+    server = await asyncstreams.start_server(handler, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        with anyio.fail_after(10):
+            reader, writer = await asyncstreams.open_connection("127.0.0.1", port)
+            try:
+                opened = lowat(writer)
+                assert await reader.read() == b""
+            finally:
+                await close_writer(writer)
+    expected = 2**14 if backend_id == "trio" else 0
+    assert (opened, accepted) == (expected, [expected])
+
+
 @pytest.mark.parametrize("proto", [0, socket.IPPROTO_TCP])
 async def test_tcp_nodelay_with_sock_follows_the_loop(
     tcp_echo: RawEchoServer, proto: int, backend_id: str
