@@ -366,9 +366,8 @@ class SelectorEngine(BufferedAsyncioEngine):
             sent = 0
         except OSError as exc:
             self._send_error = exc
-            transport.abort()  # connection_lost() follows on the next pass
-            if self._owner is not None:
-                self._owner._write_failed(exc)
+            transport.abort()  # connection_lost(exc) follows on the next pass
+            self._write_failed()
             return
         if sent < len(data):
             self._transport_busy = True

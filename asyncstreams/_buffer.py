@@ -60,24 +60,6 @@ class ReceiveBuffer(bytearray):
         del self[:n]
         return out
 
-    def take_through(self, separator: bytes, limit: int) -> bytes | None:
-        """Remove and return the bytes through the first *separator*, if one starts
-        at or before *limit*; else None, leaving the buffer as it is.
-
-        ``find()`` and ``take()`` in one call: it answers every buffered line.
-        """
-        start = self.find(separator)
-        if not 0 <= start <= limit:
-            return None
-        end = start + len(separator)
-        if end == len(self):
-            out = bytes(self)
-            self.clear()
-            return out
-        out = bytes(self[:end]) if end <= _SMALL else bytes(memoryview(self)[:end])
-        del self[:end]
-        return out
-
     def take_all(self) -> bytes:
         out = bytes(self)
         self.clear()

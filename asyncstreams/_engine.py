@@ -107,6 +107,10 @@ class Engine(Protocol):
     def extra(self, attribute: Any, default: Any = None) -> Any:
         """An anyio typed attribute (``SocketAttribute``, ``TLSAttribute``) or *default*."""
 
+    def socket_info(self) -> dict[str, Any]:
+        """``get_extra_info()``'s ``socket``, ``sockname`` and ``peername`` (empty without
+        a socket), as they were while the connection was open."""
+
     async def detach(self) -> ByteStream:
         """Send everything buffered, stop receiving, and hand over the connection.
 

@@ -8,12 +8,33 @@ event loop's transport instead.
 
 from __future__ import annotations
 
+import socket
+from asyncio import trsock
+from typing import Any
+
 import anyio
+from anyio.abc import SocketAttribute
 
 from ._backend import spawn_detached
 from ._engine import DEFAULT_HIGH_WATER, Owner
 
-__all__ = ["ReceivingEngine"]
+__all__ = ["ReceivingEngine", "read_socket_info"]
+
+
+def read_socket_info(sock: socket.socket | None) -> dict[str, Any]:
+    """``get_extra_info()``'s socket entries for *sock*, read now."""
+    if sock is None:
+        return {}
+    extra: dict[str, Any] = {"socket": trsock.TransportSocket(sock)}
+    try:
+        extra["sockname"] = sock.getsockname()
+    except OSError:
+        extra["sockname"] = None
+    try:
+        extra["peername"] = sock.getpeername()
+    except OSError:
+        extra["peername"] = None
+    return extra
 
 
 class ReceivingEngine:
@@ -34,6 +55,7 @@ class ReceivingEngine:
         "_receiving",
         "_resume_event",
         "_size",
+        "_socket_info",
         "_writing_paused",
     )
 
@@ -48,9 +70,12 @@ class ReceivingEngine:
         self._receiver_done: anyio.Event | None = None  # made when someone waits for it
         self._reading_paused = False
         self._resume_event: anyio.Event | None = None
+        self._socket_info: dict[str, Any] = {}
 
     def start(self, owner: Owner) -> None:
         self._owner = owner
+        # Read now: nothing keeps the addresses once the socket is closed (or reset).
+        self._socket_info = read_socket_info(self.extra(SocketAttribute.raw_socket, None))
         scope = self._receiver_scope = anyio.CancelScope()
         self._receiving = True
         spawn_detached(self._run_receiver, scope, name="asyncstreams receiver")
@@ -98,6 +123,12 @@ class ReceivingEngine:
 
     async def _receive_loop(self) -> None:
         raise NotImplementedError
+
+    def extra(self, attribute: Any, default: Any = None) -> Any:
+        raise NotImplementedError
+
+    def socket_info(self) -> dict[str, Any]:
+        return self._socket_info
 
     # -- write flow control --------------------------------------------------------------
 

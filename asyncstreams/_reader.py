@@ -280,10 +280,13 @@ class StreamReader(AsyncIterator[bytes]):
         The common case of ``readline()``/``readuntil()``, answered without a coroutine.
         """
         if self._exception is None:
-            chunk = self._buffer.take_through(separator, self._limit)
-            if chunk is not None and self._paused:
-                self._maybe_resume_transport()
-            return chunk
+            buffer = self._buffer
+            start = buffer.find(separator)
+            if 0 <= start <= self._limit:
+                chunk = buffer.take(start + len(separator))
+                if self._paused:
+                    self._maybe_resume_transport()
+                return chunk
         return None
 
     async def _readuntil_one(self, separator: bytes) -> bytes:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from asyncio import trsock
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import ByteStream, SocketAttribute
+from anyio.abc import ByteStream
 from anyio.lowlevel import checkpoint
 from anyio.streams.buffered import BufferedByteStream
 from anyio.streams.tls import TLSAttribute
@@ -59,23 +58,6 @@ def _tls_info(engine: Engine, name: str) -> Any:
     if name == "cipher":
         return ssl_object.cipher()
     return ssl_object.compression()
-
-
-def _socket_info(engine: Engine) -> dict[str, Any]:
-    """The socket and its addresses, read now (an engine may close the socket later)."""
-    sock: socket.socket | None = engine.extra(SocketAttribute.raw_socket, None)
-    if sock is None:
-        return {}
-    extra: dict[str, Any] = {"socket": trsock.TransportSocket(sock)}
-    try:
-        extra["sockname"] = sock.getsockname()
-    except OSError:
-        extra["sockname"] = None
-    try:
-        extra["peername"] = sock.getpeername()
-    except OSError:
-        extra["peername"] = None
-    return extra
 
 
 class StreamTransport:
@@ -130,8 +112,7 @@ class StreamTransport:
         self._reader = reader
         self._server = server
         self._server_side = server_side
-        # On asyncio the loop's transport keeps the addresses: ask it when asked.
-        self._extra = None if isinstance(engine, AsyncioEngine) else _socket_info(engine)
+        self._extra: dict[str, Any] | None = None  # the engine's socket_info(), when asked
         self._high = DEFAULT_HIGH_WATER
         self._low = DEFAULT_HIGH_WATER // 4
         self._paused = False  # writing paused: drain() must wait
@@ -173,7 +154,6 @@ class StreamTransport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         extra = self._extra
         if extra is None:
-            assert isinstance(self._engine, AsyncioEngine)
             extra = self._extra = self._engine.socket_info()
         value = extra.get(name, _MISSING)
         if value is _MISSING and name in _TLS_NAMES:
@@ -401,7 +381,7 @@ class StreamTransport:
         engine = TaskEngine(tls_stream, shutdown_timeout=shutdown_timeout)
         engine.set_write_buffer_limits(self._high, self._low)
         self._engine = engine
-        self._extra = _socket_info(engine)  # the asyncio engine hands over a duplicate
+        self._extra = None  # the new engine's (the asyncio engine hands over a duplicate)
         self._upgrade_backlog = None
         engine.start(self)
         for chunk in backlog:
