@@ -358,18 +358,21 @@ async def test_read_n_waiting_for_data_whatever_n(tcp_echo: RawEchoServer, n: in
         await close_writer(writer)
 
 
-def nodelay(writer: asyncstreams.StreamWriter) -> int:
-    sock = writer.get_extra_info("socket")
-    value: int = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+def tcp_option(writer: asyncstreams.StreamWriter, option: int) -> int:
+    value: int = writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, option)
     return value
 
 
-async def test_tcp_nodelay_at_both_ends() -> None:
-    # asyncio turns Nagle's algorithm off on every TCP connection it opens or accepts.
+def nodelay(writer: asyncstreams.StreamWriter) -> int:
+    return tcp_option(writer, socket.TCP_NODELAY)
+
+
+async def tcp_option_at_both_ends(option: int) -> tuple[int, list[int]]:
+    """The option's value on an opened connection, and on the server's end of it."""
     accepted: list[int] = []
 
     async def handler(reader: asyncstreams.StreamReader, writer: asyncstreams.StreamWriter) -> None:
-        accepted.append(nodelay(writer))
+        accepted.append(tcp_option(writer, option))
         writer.close()
 
     server = await asyncstreams.start_server(handler, "127.0.0.1", 0)
@@ -378,10 +381,17 @@ async def test_tcp_nodelay_at_both_ends() -> None:
         with anyio.fail_after(10):
             reader, writer = await asyncstreams.open_connection("127.0.0.1", port)
             try:
-                assert nodelay(writer) == 1
+                opened = tcp_option(writer, option)
                 assert await reader.read() == b""
             finally:
                 await close_writer(writer)
+    return opened, accepted
+
+
+async def test_tcp_nodelay_at_both_ends() -> None:
+    # asyncio turns Nagle's algorithm off on every TCP connection it opens or accepts.
+    opened, accepted = await tcp_option_at_both_ends(socket.TCP_NODELAY)
+    assert opened == 1
     assert accepted == [1]
 
 
@@ -389,28 +399,7 @@ async def test_tcp_nodelay_at_both_ends() -> None:
 async def test_tcp_notsent_lowat_follows_the_backend(backend_id: str) -> None:
     # trio's SocketStream sets TCP_NOTSENT_LOWAT to 16 KiB on every TCP connection;
     # asyncio and uvloop leave the system's default (0: no limit).
-    accepted: list[int] = []
-
-    def lowat(writer: asyncstreams.StreamWriter) -> int:
-        value: int = writer.get_extra_info("socket").getsockopt(
-            socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT
-        )
-        return value
-
-    async def handler(reader: asyncstreams.StreamReader, writer: asyncstreams.StreamWriter) -> None:
-        accepted.append(lowat(writer))
-        writer.close()
-
-    server = await asyncstreams.start_server(handler, "127.0.0.1", 0)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
-        with anyio.fail_after(10):
-            reader, writer = await asyncstreams.open_connection("127.0.0.1", port)
-            try:
-                opened = lowat(writer)
-                assert await reader.read() == b""
-            finally:
-                await close_writer(writer)
+    opened, accepted = await tcp_option_at_both_ends(socket.TCP_NOTSENT_LOWAT)
     expected = 2**14 if backend_id == "trio" else 0
     assert (opened, accepted) == (expected, [expected])
 
