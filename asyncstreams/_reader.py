@@ -367,6 +367,16 @@ class StreamReader(AsyncIterator[bytes]):
         if n == 0:
             return b""
         buffer = self._buffer
+        if not buffer and not self._eof:
+            # As read(n) does: the next bytes fed come straight here, spared a copy
+            # into the buffer and one out of it, and are the answer if they are all.
+            await self._wait_for_data("readexactly", n)
+            handed = self._handed
+            if handed is not None:
+                self._handed = None
+                if len(handed) == n:
+                    return handed
+                buffer[:0] = handed  # in front of anything fed since
         while len(buffer) < n:
             if self._eof:
                 partial = buffer.take_all()

@@ -264,26 +264,48 @@ async def test_waiting_read_woken_by_eof() -> None:
     assert reader.at_eof()
 
 
-# A read(n) waiting on an empty buffer is handed the next bytes fed without their passing
-# through the buffer; none of that may show.
+# A read(n) or readexactly(n) waiting on an empty buffer is handed the next bytes fed
+# without their passing through the buffer; none of that may show.
+
+SIZED_READS = pytest.mark.parametrize("method", ["read", "readexactly"])
 
 
-async def test_waiting_read_fed_more_than_n_leaves_the_rest_buffered() -> None:
+@SIZED_READS
+async def test_waiting_read_fed_more_than_n_leaves_the_rest_buffered(method: str) -> None:
     reader = StreamReader()
     async with anyio.create_task_group() as tg:
-        call = await pending(tg, functools.partial(reader.read, 3))
+        call = await pending(tg, functools.partial(getattr(reader, method), 3))
         reader.feed_data(b"abcdef")
         reader.feed_data(b"gh")
         assert await call.outcome() == b"abc"
     assert await reader.read(10) == b"defgh"
 
 
+async def test_waiting_readexactly_fed_less_than_n_keeps_the_order() -> None:
+    # The first bytes are handed to the read, the next ones buffered before it runs.
+    reader = StreamReader()
+    async with anyio.create_task_group() as tg:
+        call = await pending(tg, functools.partial(reader.readexactly, 5))
+        reader.feed_data(b"ab")
+        reader.feed_data(b"cdefg")
+        assert await call.outcome() == b"abcde"
+        call = await pending(tg, functools.partial(reader.readexactly, 4))
+        reader.feed_data(b"h")
+        await settle()
+        reader.feed_data(b"ij")
+        await settle()
+        reader.feed_data(b"klm")
+        assert await call.outcome() == b"fghi"
+    assert await reader.read(10) == b"jklm"
+
+
+@SIZED_READS
 @pytest.mark.parametrize("kind", [bytearray, memoryview])
-async def test_waiting_read_gets_a_copy_of_mutable_data(kind: type) -> None:
+async def test_waiting_read_gets_a_copy_of_mutable_data(method: str, kind: type) -> None:
     reader = StreamReader()
     chunk = bytearray(b"abc")
     async with anyio.create_task_group() as tg:
-        call = await pending(tg, functools.partial(reader.read, 10))
+        call = await pending(tg, functools.partial(getattr(reader, method), 3))
         reader.feed_data(kind(chunk))
         chunk[:] = b"XYZ"
         data = await call.outcome()
@@ -291,11 +313,12 @@ async def test_waiting_read_gets_a_copy_of_mutable_data(kind: type) -> None:
     assert type(data) is bytes
 
 
-async def test_data_fed_to_a_waiting_read_counts_for_at_eof() -> None:
+@SIZED_READS
+async def test_data_fed_to_a_waiting_read_counts_for_at_eof(method: str) -> None:
     # Until the woken read has run, the bytes are unread: asyncio's buffer holds them.
     reader = StreamReader()
     async with anyio.create_task_group() as tg:
-        call = await pending(tg, functools.partial(reader.read, 10))
+        call = await pending(tg, functools.partial(getattr(reader, method), 3))
         reader.feed_data(b"abc")
         reader.feed_eof()
         assert not reader.at_eof()
@@ -304,7 +327,8 @@ async def test_data_fed_to_a_waiting_read_counts_for_at_eof() -> None:
     assert reader.at_eof()
 
 
-async def test_waiting_read_fed_then_cancelled_loses_nothing() -> None:
+@SIZED_READS
+async def test_waiting_read_fed_then_cancelled_loses_nothing(method: str) -> None:
     # A cancel scope lets a read already woken return its bytes (on every backend); a
     # bare asyncio task.cancel() does not (see tests/backends/test_asyncio_specific.py).
     # Either way no byte is lost and the order holds.
@@ -315,7 +339,7 @@ async def test_waiting_read_fed_then_cancelled_loses_nothing() -> None:
 
         async def run() -> None:
             with scope:
-                returned.append(await reader.read(4))
+                returned.append(await getattr(reader, method)(4))
 
         tg.start_soon(run)
         await settle()
@@ -372,11 +396,12 @@ async def test_exception_set_after_cancel_before_wakeup() -> None:
     assert reader._wake_exception is None  # nothing stale for a later waiter
 
 
-async def test_waiting_read_fed_then_exception_returns_the_data_first() -> None:
+@SIZED_READS
+async def test_waiting_read_fed_then_exception_returns_the_data_first(method: str) -> None:
     # As in asyncio: a read already woken by data returns it; the next read raises.
     reader = StreamReader()
     async with anyio.create_task_group() as tg:
-        call = await pending(tg, functools.partial(reader.read, 10))
+        call = await pending(tg, functools.partial(getattr(reader, method), 3))
         reader.feed_data(b"abc")
         reader.set_exception(ValueError("boom"))
         assert await call.outcome() == b"abc"
@@ -384,10 +409,11 @@ async def test_waiting_read_fed_then_exception_returns_the_data_first() -> None:
         await reader.read(10)
 
 
-async def test_waiting_read_woken_by_exception_keeps_data_fed_after() -> None:
+@SIZED_READS
+async def test_waiting_read_woken_by_exception_keeps_data_fed_after(method: str) -> None:
     reader = StreamReader()
     async with anyio.create_task_group() as tg:
-        call = await pending(tg, functools.partial(reader.read, 10))
+        call = await pending(tg, functools.partial(getattr(reader, method), 10))
         reader.set_exception(ValueError("boom"))
         reader.feed_data(b"abc")
         with pytest.raises(ValueError, match="boom"):
