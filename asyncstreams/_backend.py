@@ -19,14 +19,16 @@ import contextvars
 import functools
 import logging
 import sys
+import weakref
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 __all__ = [
     "Waiter",
     "call_soon",
     "current_backend",
     "fd_waits",
+    "run_local",
     "spawn_detached",
     "waiter_factory",
 ]
@@ -35,6 +37,13 @@ logger = logging.getLogger("asyncstreams")
 
 # asyncio keeps only weak references to tasks; these are the strong ones.
 _asyncio_tasks: set[asyncio.Task[None]] = set()
+
+T = TypeVar("T")
+
+# run_local()'s values: per asyncio loop here, per trio run in a RunVar.
+_asyncio_locals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def current_backend() -> str | None:
@@ -77,6 +86,33 @@ def spawn_detached(fn: Callable[..., Awaitable[object]], *args: Any, name: str) 
         )
     else:
         raise RuntimeError("asyncstreams needs a running asyncio or trio event loop")
+
+
+def run_local(factory: Callable[[], T]) -> T:
+    """The running event loop's own ``factory()``, made on first use and dropped with
+    the loop (a ``RunVar`` on trio). Raises RuntimeError outside a running loop."""
+    backend = current_backend()
+    if backend == "asyncio":
+        values = _asyncio_locals.setdefault(asyncio.get_running_loop(), {})
+        if factory not in values:
+            values[factory] = factory()
+        return values[factory]  # type: ignore[no-any-return]
+    if backend == "trio":
+        var = _trio_run_var(factory)
+        try:
+            return cast(T, var.get())
+        except LookupError:
+            value = factory()
+            var.set(value)
+            return value
+    raise RuntimeError("asyncstreams needs a running asyncio or trio event loop")
+
+
+@functools.cache
+def _trio_run_var(factory: Callable[[], T]) -> Any:
+    import trio
+
+    return trio.lowlevel.RunVar(f"asyncstreams {factory.__qualname__}")
 
 
 def call_soon(fn: Callable[..., object], *args: Any) -> None:

@@ -4,10 +4,13 @@ anyio's socket stream costs a task switch and a round of error translation per s
 and the task engine spawns a sending task per burst of writes. Here, as asyncio's
 selector transport does, ``write()`` sends at once on the non-blocking socket; only
 what the kernel does not take waits for a sending task (started once, when first
-needed). One receiving task waits for readability and feeds the reader.
+needed). Receiving is a callback, as in asyncio too: the event loop's
+:class:`~asyncstreams._poller.Poller` calls it when the socket is readable, and it
+feeds the reader. An idle connection costs no task.
 
-The code is backend-neutral (readiness waits come from ``_backend.fd_waits()``); it is
-used on trio, where asyncio's own transport (``_asyncio_engine``) is not available.
+The code is backend-neutral (readiness comes from ``_poller`` and
+``_backend.fd_waits()``); it is used on trio, where asyncio's own transport
+(``_asyncio_engine``) is not available.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from anyio.abc import ByteStream, SocketAttribute
 
 from ._backend import fd_waits, spawn_detached
 from ._connect import stream_from_socket
-from ._engine import DIRECT_RECEIVE_MIN, RECEIVE_SIZE, receive_buffer
-from ._engine_base import ReceivingEngine
+from ._engine import DIRECT_RECEIVE_MIN, RECEIVE_SIZE, Owner, receive_buffer
+from ._engine_base import WriteFlowControl
+from ._poller import Poller, poller
 
 __all__ = ["SocketEngine"]
 
@@ -43,23 +47,26 @@ def _set_notsent_lowat(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 2**14)
 
 
-class SocketEngine(ReceivingEngine):
+class SocketEngine(WriteFlowControl):
     """Moves bytes between a connected non-blocking socket and its owner."""
 
     __slots__ = (
-        "_checkpoint",
         "_closing",
         "_detached",
+        "_eof_received",
         "_eof_requested",
         "_eof_sent",
+        "_fd",
         "_flushed",
         "_lost",
         "_pending",
+        "_poller",
+        "_reading",
+        "_reading_paused",
         "_send_next",
         "_sender_running",
         "_sender_wakeup",
         "_sock",
-        "_wait_readable",
         "_wait_writable",
     )
 
@@ -68,7 +75,12 @@ class SocketEngine(ReceivingEngine):
         sock.setblocking(False)
         _set_notsent_lowat(sock)
         self._sock = sock
-        self._wait_readable, self._wait_writable, self._checkpoint = fd_waits()
+        self._fd = sock.fileno()  # what the poller knows it by, even once it is closed
+        self._wait_writable = fd_waits()[1]
+        self._poller: Poller = poller()
+        self._reading = False  # the poller calls _on_readable()
+        self._reading_paused = False
+        self._eof_received = False
         # The first write after a wait is sent at once; writes that follow it are
         # joined and sent by the sending task (or by drain()).
         self._send_next = True
@@ -83,6 +95,10 @@ class SocketEngine(ReceivingEngine):
         self._detached = False
 
     # -- Engine --------------------------------------------------------------------------
+
+    def start(self, owner: Owner) -> None:
+        super().start(owner)
+        self._update_reading()
 
     def write(self, data: bytes) -> None:
         if self._send_next and not self._pending:
@@ -123,7 +139,7 @@ class SocketEngine(ReceivingEngine):
         if self._closing:
             return
         self._closing = True
-        self._stop_receiver()  # asyncio stops reading at close()
+        self._update_reading()  # asyncio stops reading at close()
         self.flush()
         if self._pending:
             self._wake_sender()  # it closes once everything is sent
@@ -137,7 +153,6 @@ class SocketEngine(ReceivingEngine):
         self._closing = True
         self._pending.clear()
         self._size = 0
-        self._stop_receiver()
         self._close_socket()
         self._lose(None)
 
@@ -153,10 +168,8 @@ class SocketEngine(ReceivingEngine):
             await self._flushed.wait()
         if self._lost or self._closing:
             raise ConnectionResetError("Connection lost")
-        await self._stop_receiver_and_wait()
-        if self._lost:
-            raise ConnectionResetError("Connection lost")
         self._detached = True
+        self._update_reading()
         sender = self._sender_wakeup
         if sender is not None:
             sender.set()  # let the sending task see it is done
@@ -164,51 +177,62 @@ class SocketEngine(ReceivingEngine):
 
     # -- receiving -----------------------------------------------------------------------
 
-    async def _receive_loop(self) -> None:
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+        self._update_reading()
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Watch the socket exactly while it should receive (as asyncio's transport
+        adds and removes its reader)."""
+        reading = not (
+            self._reading_paused
+            or self._eof_received
+            or self._closing
+            or self._lost
+            or self._detached
+        )
+        if reading != self._reading:
+            self._reading = reading
+            if reading:
+                self._poller.watch(self._fd, self._on_readable)
+            else:
+                self._poller.unwatch(self._fd)
+
+    def _on_readable(self) -> bool:
+        """Receive what is there; True if it filled the receive (more is likely queued)."""
         owner = self._owner
         assert owner is not None
         sock = self._sock
-        wait_readable = self._wait_readable
-        checkpoint = self._checkpoint
-        view = receive_buffer()
-        streaming = False
-        while True:
-            await self._wait_while_paused()
-            if not streaming:
-                try:
-                    await wait_readable(sock)
-                except Exception:
-                    if self._closing or self._lost:
-                        return  # our own close() closed the socket under the wait
-                    raise
-            # A big read() waiting on an empty buffer gets bytes received for it alone,
-            # as trio's receive_some() would return them; all else goes through the
-            # shared buffer into the reader's.
-            size = owner._read_size()
-            try:
-                if size >= DIRECT_RECEIVE_MIN:
-                    size = min(size, RECEIVE_SIZE)  # recv() allocates all it may return
-                    data: bytes | memoryview = sock.recv(size)
-                else:
-                    size = RECEIVE_SIZE
-                    data = view[: sock.recv_into(view)]
-            except _WOULD_BLOCK:
-                streaming = False
-                continue
-            except OSError as exc:
-                self._lose(exc)
-                return
-            nbytes = len(data)
-            if not nbytes:
-                owner._eof_received()
-                return
-            self._send_next = True  # a new pass: a reply may go out at once
-            owner._data_received(data)
-            # A full receive means more is likely queued: then try again before waiting
-            # (after letting the reader run), as trio's own sockets always do.
-            streaming = nbytes >= size
-            if streaming:
-                await checkpoint()
+        # A big read() waiting on an empty buffer gets bytes received for it alone,
+        # as trio's receive_some() would return them; all else goes through the
+        # shared buffer into the reader's.
+        size = owner._read_size()
+        try:
+            if size >= DIRECT_RECEIVE_MIN:
+                size = min(size, RECEIVE_SIZE)  # recv() allocates all it may return
+                data: bytes | memoryview = sock.recv(size)
+            else:
+                size = RECEIVE_SIZE
+                view = receive_buffer()
+                data = view[: sock.recv_into(view)]
+        except _WOULD_BLOCK:
+            return False
+        except OSError as exc:
+            self._lose(exc)
+            return False
+        nbytes = len(data)
+        if not nbytes:
+            self._eof_received = True
+            self._update_reading()
+            owner._eof_received()
+            return False
+        self._send_next = True  # a new pass: a reply may go out at once
+        owner._data_received(data)
+        return nbytes >= size
 
     # -- sending -------------------------------------------------------------------------
 
@@ -289,6 +313,9 @@ class SocketEngine(ReceivingEngine):
             self._lose(exc)
 
     def _close_socket(self) -> None:
+        if self._reading:  # the poller lets go of it first
+            self._reading = False
+            self._poller.unwatch(self._fd)
         if self._sock.fileno() != -1:
             anyio.notify_closing(self._sock)
             self._sock.close()
@@ -297,7 +324,7 @@ class SocketEngine(ReceivingEngine):
         if self._lost:
             return
         self._lost = True
-        self._stop_receiver()
+        self._update_reading()
         self._pending.clear()
         self._size = 0
         self._writing_paused = False

@@ -428,6 +428,57 @@ async def test_pure_trio_client_against_asyncstreams_server() -> None:
         assert got == b"ABC\nDEF\n"
 
 
+# -- what an idle connection costs ------------------------------------------------------
+
+
+def all_tasks() -> int:
+    """How many tasks the trio run has, system tasks included."""
+    count = 0
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    todo = [root]
+    while todo:
+        task = todo.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return count
+
+
+@pytest.mark.trio
+async def test_idle_connections_cost_no_task_but_the_handler() -> None:
+    # As an asyncio connection costs no task but its handler's: receiving in the
+    # background is a callback of one poller per run, not a task per connection end.
+    handlers = 0
+    started = {1: trio.Event(), 21: trio.Event()}
+
+    async def idle(reader: asyncstreams.StreamReader, writer: asyncstreams.StreamWriter) -> None:
+        nonlocal handlers
+        handlers += 1
+        if handlers in started:
+            started[handlers].set()
+        await trio.sleep_forever()
+
+    server = await asyncstreams.start_server(idle, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        first = await asyncstreams.open_connection("127.0.0.1", port)
+        with trio.fail_after(WAIT):
+            await started[1].wait()
+        before = all_tasks()
+        more = [await asyncstreams.open_connection("127.0.0.1", port) for _ in range(20)]
+        with trio.fail_after(WAIT):
+            await started[21].wait()
+        grown = all_tasks() - before
+        # Every connection still receives in the background: it sees the close.
+        server.close_clients()
+        for reader, writer in [first, *more]:
+            with trio.fail_after(WAIT):
+                assert await reader.read() == b""
+            writer.close()
+    assert grown == 20  # the handlers
+
+
 # -- handler exceptions -------------------------------------------------------------------
 
 

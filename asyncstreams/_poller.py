@@ -1,0 +1,165 @@
+"""Readiness callbacks for sockets: one selector per event loop, not a task per socket.
+
+trio waits for a socket in a task. A connection that receives in the background, as
+every asyncio stream connection does, would then keep a task waiting on its socket for
+as long as it is open: the task, its frames and its cancel scope, some 2.5 KiB per end
+of every idle connection. asyncio's selector loop keeps one selector instead and calls
+each transport back when its socket is readable. :class:`Poller` does the same inside
+any event loop: one task waits until the selector's own descriptor is readable, then
+calls back every socket that is ready, in one batch.
+
+Where the selector has no descriptor to wait on (``select()``, as on Windows), or no
+descriptor is left to make one with, each watched socket gets a task of its own
+instead; the callbacks are the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+from collections.abc import Callable
+
+import anyio
+
+from ._backend import fd_waits, run_local, spawn_detached
+
+__all__ = ["Poller", "poller"]
+
+logger = logging.getLogger("asyncstreams")
+
+# Returns True when it filled its receive buffer: more is likely queued.
+Callback = Callable[[], bool]
+
+
+# select() (the default on Windows) has no descriptor to wait on.
+_ONE_SELECTOR = hasattr(selectors.DefaultSelector, "fileno")
+
+# While sockets stream, how often the selector is asked for the others (see _run()).
+_SELECT_EVERY = 4
+
+
+class Poller:
+    """Calls ``callback()`` each time a watched socket is readable (level-triggered).
+
+    A callback returns True if it filled its receive buffer (more is likely queued):
+    then the sockets are looked at again after one pass of the event loop, without
+    waiting for the selector.
+
+    A callback may be called when nothing is there to read (another callback of the
+    same batch may have consumed it, or closed the socket and a new one reused its
+    descriptor): it must treat ``BlockingIOError`` as "nothing yet". It is never
+    called after :meth:`unwatch`. A callback that raises is logged; the others go on.
+    The selector (and its task) exist only while a socket is watched.
+    """
+
+    __slots__ = ("_callbacks", "_scopes", "_selector")
+
+    def __init__(self) -> None:
+        self._selector: selectors.BaseSelector | None = None
+        self._callbacks: dict[int, Callback] = {}
+        self._scopes: dict[int, anyio.CancelScope] = {}  # sockets waiting in a task
+
+    def watch(self, fd: int, callback: Callback) -> None:
+        """Call *callback* whenever socket *fd* is readable, until :meth:`unwatch`."""
+        if fd in self._callbacks:
+            raise RuntimeError(f"socket {fd} is already watched")
+        selector = self._open_selector()
+        if selector is None:
+            scope = self._scopes[fd] = anyio.CancelScope()
+            spawn_detached(self._watch_alone, fd, callback, scope, name="asyncstreams watcher")
+        else:
+            selector.register(fd, selectors.EVENT_READ)
+        self._callbacks[fd] = callback
+
+    def unwatch(self, fd: int) -> None:
+        """Stop calling back for *fd*; call it before closing the socket."""
+        if self._callbacks.pop(fd, None) is None:
+            return
+        scope = self._scopes.pop(fd, None)
+        if scope is not None:
+            scope.cancel()
+            return
+        selector = self._selector
+        assert selector is not None
+        selector.unregister(fd)
+        if not selector.get_map():
+            # Nothing left to watch: release the selector; its task ends.
+            self._selector = None
+            anyio.notify_closing(selector.fileno())  # type: ignore[attr-defined]
+            selector.close()
+
+    def _open_selector(self) -> selectors.BaseSelector | None:
+        """The selector, made (with its task) if there is none; None where there can be
+        none: no descriptor to wait on, or no descriptor left to make one with."""
+        selector = self._selector
+        if selector is None and _ONE_SELECTOR:
+            try:
+                selector = self._selector = selectors.DefaultSelector()
+            except OSError as exc:  # EMFILE: the socket can still wait in a task
+                logger.debug("No selector for the poller, a task per socket: %r", exc)
+                return None
+            spawn_detached(self._run, selector, name="asyncstreams poller")
+        return selector
+
+    async def _run(self, selector: selectors.BaseSelector) -> None:
+        wait_readable, _, checkpoint = fd_waits()
+        callbacks = self._callbacks
+        if selector is not self._selector:
+            return  # every socket came and went before this task started
+        fd = selector.fileno()  # type: ignore[attr-defined]
+        # The sockets whose callback filled its receive on the last pass: more is
+        # likely queued there. They are called again after one pass of the event loop
+        # (letting the readers run), without asking the selector, as trio's own
+        # sockets try a receive before they wait; every _SELECT_EVERY passes the
+        # selector is asked too, so that the other sockets are not kept waiting.
+        streaming: list[int] = []
+        passes = 0
+        while True:
+            if streaming:
+                await checkpoint()
+            else:
+                try:
+                    await wait_readable(fd)
+                except Exception:
+                    if selector is not self._selector:
+                        return  # unwatch() closed it under the wait
+                    raise
+            if selector is not self._selector:
+                return  # closed after it woke us
+            passes += 1
+            if not streaming or passes % _SELECT_EVERY == 0:
+                streaming = [key.fd for key, _ in selector.select(0)]
+            ready, streaming = streaming, []
+            for ready_fd in ready:
+                callback = callbacks.get(ready_fd)
+                if callback is None:
+                    continue  # unwatched meanwhile
+                try:
+                    more = callback()
+                except Exception:
+                    logger.exception("Unhandled exception in a socket's readiness callback")
+                    more = False
+                if selector is not self._selector:
+                    return  # closed by the callback (the last socket closed)
+                if more:
+                    streaming.append(ready_fd)
+
+    async def _watch_alone(self, fd: int, callback: Callback, scope: anyio.CancelScope) -> None:
+        wait_readable, _, checkpoint = fd_waits()
+        with scope:
+            await wait_readable(fd)
+            while True:
+                try:
+                    more = callback()
+                except Exception:
+                    logger.exception("Unhandled exception in a socket's readiness callback")
+                    more = False
+                if more:
+                    await checkpoint()
+                else:
+                    await wait_readable(fd)
+
+
+def poller() -> Poller:
+    """The running event loop's poller."""
+    return run_local(Poller)
