@@ -49,15 +49,17 @@ class Poller:
     same batch may have consumed it, or closed the socket and a new one reused its
     descriptor): it must treat ``BlockingIOError`` as "nothing yet". It is never
     called after :meth:`unwatch`. A callback that raises is logged; the others go on.
-    The selector (and its task) exist only while a socket is watched.
+    The selector (and its task) exist only while a socket is watched or the poller is
+    held (:meth:`hold`).
     """
 
-    __slots__ = ("_callbacks", "_scopes", "_selector")
+    __slots__ = ("_callbacks", "_holds", "_scopes", "_selector")
 
     def __init__(self) -> None:
         self._selector: selectors.BaseSelector | None = None
         self._callbacks: dict[int, Callback] = {}
         self._scopes: dict[int, anyio.CancelScope] = {}  # sockets waiting in a task
+        self._holds = 0
 
     def watch(self, fd: int, callback: Callback) -> None:
         """Call *callback* whenever socket *fd* is readable, until :meth:`unwatch`."""
@@ -82,7 +84,23 @@ class Poller:
         selector = self._selector
         assert selector is not None
         selector.unregister(fd)
-        if not selector.get_map():
+        self._close_if_unused()
+
+    def hold(self) -> None:
+        """Keep the selector until :meth:`release`, also while nothing is watched.
+
+        A connection holds it for its lifetime, so that pausing and resuming its
+        reads (unwatching and watching again) does not make a new selector each time.
+        """
+        self._holds += 1
+
+    def release(self) -> None:
+        self._holds -= 1
+        self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        selector = self._selector
+        if selector is not None and not self._holds and not selector.get_map():
             # Nothing left to watch: release the selector; its task ends.
             self._selector = None
             anyio.notify_closing(selector.fileno())  # type: ignore[attr-defined]

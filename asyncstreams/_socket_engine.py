@@ -58,6 +58,7 @@ class SocketEngine(WriteFlowControl):
         "_eof_sent",
         "_fd",
         "_flushed",
+        "_holding",
         "_lost",
         "_pending",
         "_poller",
@@ -79,6 +80,7 @@ class SocketEngine(WriteFlowControl):
         self._wait_writable = fd_waits()[1]
         self._poller: Poller = poller()
         self._reading = False  # the poller calls _on_readable()
+        self._holding = False  # the poller keeps its selector for us
         self._reading_paused = False
         self._eof_received = False
         # The first write after a wait is sent at once; writes that follow it are
@@ -98,6 +100,8 @@ class SocketEngine(WriteFlowControl):
 
     def start(self, owner: Owner) -> None:
         super().start(owner)
+        self._poller.hold()  # released with the socket (_release_socket())
+        self._holding = True
         self._update_reading()
 
     def write(self, data: bytes) -> None:
@@ -169,7 +173,7 @@ class SocketEngine(WriteFlowControl):
         if self._lost or self._closing:
             raise ConnectionResetError("Connection lost")
         self._detached = True
-        self._update_reading()
+        self._release_socket()
         sender = self._sender_wakeup
         if sender is not None:
             sender.set()  # let the sending task see it is done
@@ -178,8 +182,9 @@ class SocketEngine(WriteFlowControl):
     # -- receiving -----------------------------------------------------------------------
 
     def pause_reading(self) -> None:
+        # The poller lets go of the socket only if it is readable while paused
+        # (_on_readable()): a reader that catches up at once costs no system call.
         self._reading_paused = True
-        self._update_reading()
 
     def resume_reading(self) -> None:
         self._reading_paused = False
@@ -204,6 +209,9 @@ class SocketEngine(WriteFlowControl):
 
     def _on_readable(self) -> bool:
         """Receive what is there; True if it filled the receive (more is likely queued)."""
+        if self._reading_paused:
+            self._update_reading()  # until resume_reading()
+            return False
         owner = self._owner
         assert owner is not None
         sock = self._sock
@@ -312,10 +320,17 @@ class SocketEngine(WriteFlowControl):
         except OSError as exc:
             self._lose(exc)
 
-    def _close_socket(self) -> None:
-        if self._reading:  # the poller lets go of it first
+    def _release_socket(self) -> None:
+        """Let the poller go of the socket: for good (it is closed or handed over)."""
+        if self._reading:
             self._reading = False
             self._poller.unwatch(self._fd)
+        if self._holding:
+            self._holding = False
+            self._poller.release()
+
+    def _close_socket(self) -> None:
+        self._release_socket()  # first: the poller must not watch a closed descriptor
         if self._sock.fileno() != -1:
             anyio.notify_closing(self._sock)
             self._sock.close()

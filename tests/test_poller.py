@@ -160,6 +160,28 @@ async def test_selector_exists_only_while_a_socket_is_watched(
     poller.unwatch(a.fileno())
 
 
+async def test_a_held_poller_keeps_its_selector_while_nothing_is_watched(
+    pairs: Callable[[], tuple[socket.socket, socket.socket]],
+) -> None:
+    # A connection holds it: pausing its reads (unwatch, watch) makes no new selector.
+    poller = Poller()
+    a, b = pairs()
+    receiver = Receiver(a)
+    poller.hold()
+    poller.watch(a.fileno(), receiver)
+    selector = poller._selector
+    for i in range(3):
+        poller.unwatch(a.fileno())
+        assert poller._selector is selector
+        b.send(b"%d" % i)
+        poller.watch(a.fileno(), receiver)
+        await receiver.wait_for(b"012"[: i + 1])
+    poller.unwatch(a.fileno())
+    assert poller._selector is selector
+    poller.release()
+    assert poller._selector is None
+
+
 async def test_watch_and_unwatch_before_the_task_starts(
     pairs: Callable[[], tuple[socket.socket, socket.socket]],
 ) -> None:
