@@ -226,7 +226,7 @@ class SocketEngine(WriteFlowControl):
             else:
                 size = RECEIVE_SIZE
                 view = receive_buffer()
-                data = view[: sock.recv_into(view)]
+                data = view[: sock.recv_into(view, size)]
         except _WOULD_BLOCK:
             return False
         except OSError as exc:
