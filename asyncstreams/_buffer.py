@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ReceiveBuffer", "SeparatorMatch"]
+__all__ = ["SMALL", "ReceiveBuffer", "SeparatorMatch"]
 
 # Up to this size, a slice copied twice is cheaper than a memoryview copied once.
-_SMALL = 4096
+SMALL = 4096
 
 
 class SeparatorMatch:
@@ -56,7 +56,7 @@ class ReceiveBuffer(bytearray):
             out = bytes(self)
             self.clear()
             return out
-        out = bytes(self[:n]) if n <= _SMALL else bytes(memoryview(self)[:n])
+        out = bytes(self[:n]) if n <= SMALL else bytes(memoryview(self)[:n])
         del self[:n]
         return out
 

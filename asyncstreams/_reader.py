@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Final
 
 from ._backend import Waiter, waiter_factory
-from ._buffer import ReceiveBuffer, SeparatorMatch
+from ._buffer import SMALL, ReceiveBuffer, SeparatorMatch
 from ._exceptions import IncompleteReadError, LimitOverrunError
 
 if TYPE_CHECKING:
@@ -283,7 +283,12 @@ class StreamReader(AsyncIterator[bytes]):
             buffer = self._buffer
             start = buffer.find(separator)
             if 0 <= start <= self._limit:
-                chunk = buffer.take(start + len(separator))
+                end = start + len(separator)
+                if end <= SMALL:  # buffer.take(end), inline: every line's path
+                    chunk = bytes(buffer[:end])
+                    del buffer[:end]
+                else:
+                    chunk = buffer.take(end)
                 if self._paused:
                     self._maybe_resume_transport()
                 return chunk
@@ -383,7 +388,11 @@ class StreamReader(AsyncIterator[bytes]):
                 self._maybe_resume_transport()
                 raise IncompleteReadError(partial, n)
             await self._wait_for_data("readexactly")
-        data = buffer.take(n)
+        if n <= SMALL:  # buffer.take(n), inline: every frame's path
+            data = bytes(buffer[:n])
+            del buffer[:n]
+        else:
+            data = buffer.take(n)
         if self._paused:
             self._maybe_resume_transport()
         return data
