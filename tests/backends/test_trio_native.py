@@ -479,6 +479,39 @@ async def test_idle_connections_cost_no_task_but_the_handler() -> None:
     assert grown == 20  # the handlers
 
 
+@pytest.mark.trio
+@pytest.mark.parametrize("one_selector", [True, False], ids=["one selector", "task per socket"])
+async def test_connections_work_either_way_the_poller_waits(
+    one_selector: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without a selector descriptor to wait on (Windows), each socket waits in a task.
+    from asyncstreams import _poller
+
+    monkeypatch.setattr(_poller, "_ONE_SELECTOR", one_selector)
+
+    async def echo(reader: asyncstreams.StreamReader, writer: asyncstreams.StreamWriter) -> None:
+        while line := await reader.readline():
+            writer.write(line)
+            await writer.drain()
+        await close(writer)
+
+    server = await asyncstreams.start_server(echo, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        for _ in range(3):
+            pairs = [await asyncstreams.open_connection("127.0.0.1", port) for _ in range(5)]
+            for i, (_, writer) in enumerate(pairs):
+                writer.write(b"line %d\n" % i * 10_000)  # more than one receive
+            for i, (reader, writer) in enumerate(pairs):
+                with trio.fail_after(WAIT):
+                    assert await reader.readexactly(70_000) == b"line %d\n" % i * 10_000
+                writer.write_eof()
+                with trio.fail_after(WAIT):
+                    assert await reader.read() == b""
+                await close(writer)
+    assert problems_logged(caplog) == []
+
+
 # -- handler exceptions -------------------------------------------------------------------
 
 
