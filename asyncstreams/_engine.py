@@ -3,10 +3,11 @@
 An engine is to :class:`~asyncstreams.StreamTransport` what an asyncio transport is to
 its protocol: it sends what it is given, receives into the reader, and reports back
 through the :class:`Owner` callbacks (data, EOF, connection lost, write flow control).
-Two engines exist: :class:`~asyncstreams._task_engine.TaskEngine` over any anyio byte
-stream (on every backend), and, on asyncio, the faster
-:class:`~asyncstreams._asyncio_engine.AsyncioEngine` over the event loop's own socket
-transport.
+Three engines exist: :class:`~asyncstreams._task_engine.TaskEngine` over any anyio byte
+stream (on every backend, for TLS and wrapped streams), and for plain sockets the
+faster :class:`~asyncstreams._asyncio_engine.AsyncioEngine` over the event loop's own
+socket transport on asyncio and :class:`~asyncstreams._socket_engine.SocketEngine` over
+the socket itself on trio.
 """
 
 from __future__ import annotations
