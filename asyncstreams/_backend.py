@@ -96,7 +96,7 @@ def run_local(factory: Callable[[], T]) -> T:
         values = _asyncio_locals.setdefault(asyncio.get_running_loop(), {})
         if factory not in values:
             values[factory] = factory()
-        return values[factory]  # type: ignore[no-any-return]
+        return cast(T, values[factory])
     if backend == "trio":
         var = _trio_run_var(factory)
         try:

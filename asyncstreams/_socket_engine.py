@@ -68,6 +68,7 @@ class SocketEngine(WriteFlowControl):
         "_sender_running",
         "_sender_wakeup",
         "_sock",
+        "_view",
         "_wait_writable",
     )
 
@@ -83,6 +84,7 @@ class SocketEngine(WriteFlowControl):
         self._holding = False  # the poller keeps its selector for us
         self._reading_paused = False
         self._eof_received = False
+        self._view = receive_buffer()  # the thread's, shared by its connections
         # The first write after a wait is sent at once; writes that follow it are
         # joined and sent by the sending task (or by drain()).
         self._send_next = True
@@ -225,7 +227,7 @@ class SocketEngine(WriteFlowControl):
                 data: bytes | memoryview = sock.recv(size)
             else:
                 size = RECEIVE_SIZE
-                view = receive_buffer()
+                view = self._view
                 data = view[: sock.recv_into(view, size)]
         except _WOULD_BLOCK:
             return False
@@ -339,7 +341,6 @@ class SocketEngine(WriteFlowControl):
         if self._lost:
             return
         self._lost = True
-        self._update_reading()
         self._pending.clear()
         self._size = 0
         self._writing_paused = False
