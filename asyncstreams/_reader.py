@@ -285,7 +285,7 @@ class StreamReader(AsyncIterator[bytes]):
             if 0 <= start <= self._limit:
                 end = start + len(separator)
                 if end <= SMALL:  # buffer.take(end), inline: every line's path
-                    chunk = bytes(buffer[:end])
+                    chunk = b"" + buffer[:end]
                     del buffer[:end]
                 else:
                     chunk = buffer.take(end)
@@ -365,31 +365,33 @@ class StreamReader(AsyncIterator[bytes]):
 
     async def readexactly(self, n: int) -> bytes:
         """Read exactly *n* bytes; at EOF first, raise :class:`IncompleteReadError`."""
-        if n < 0:
-            raise ValueError("readexactly size can not be less than zero")
-        if self._exception is not None:
-            raise self._exception
-        if n == 0:
-            return b""
         buffer = self._buffer
-        if not buffer and not self._eof:
-            # As read(n) does: the next bytes fed come straight here, spared a copy
-            # into the buffer and one out of it, and are the answer if they are all.
-            await self._wait_for_data("readexactly", n)
-            handed = self._handed
-            if handed is not None:
-                self._handed = None
-                if len(handed) == n:
-                    return handed
-                buffer[:0] = handed  # in front of anything fed since
-        while len(buffer) < n:
-            if self._eof:
-                partial = buffer.take_all()
-                self._maybe_resume_transport()
-                raise IncompleteReadError(partial, n)
-            await self._wait_for_data("readexactly")
+        if n < 1 or n > len(buffer) or self._exception is not None:
+            # Not answered from the buffer at once (every frame's path is the other).
+            if n < 0:
+                raise ValueError("readexactly size can not be less than zero")
+            if self._exception is not None:
+                raise self._exception
+            if n == 0:
+                return b""
+            if not buffer and not self._eof:
+                # As read(n) does: the next bytes fed come straight here, spared a copy
+                # into the buffer and one out of it, and are the answer if they are all.
+                await self._wait_for_data("readexactly", n)
+                handed = self._handed
+                if handed is not None:
+                    self._handed = None
+                    if len(handed) == n:
+                        return handed
+                    buffer[:0] = handed  # in front of anything fed since
+            while len(buffer) < n:
+                if self._eof:
+                    partial = buffer.take_all()
+                    self._maybe_resume_transport()
+                    raise IncompleteReadError(partial, n)
+                await self._wait_for_data("readexactly")
         if n <= SMALL:  # buffer.take(n), inline: every frame's path
-            data = bytes(buffer[:n])
+            data = b"" + buffer[:n]
             del buffer[:n]
         else:
             data = buffer.take(n)

@@ -397,6 +397,8 @@ async def scenario_misuse(streams: Any) -> list[object]:
         results.append(await outcome(reader.readexactly(-1)))
         results.append(await outcome(reader.read(0)))
         results.append(await outcome(reader.readexactly(0)))
+        results.append(await outcome(reader.readexactly("4")))  # type: ignore[arg-type]
+        results.append(await outcome(reader.readexactly(2.5)))  # type: ignore[arg-type]
         results.append(call(writer.write, "text"))
         results.append(call(writer.write, 42))
         results.append(await outcome(reader.readline()))
@@ -438,6 +440,8 @@ async def test_misuse_on_a_live_connection_matches_asyncio() -> None:
         "ValueError('readexactly size can not be less than zero',)",
         "returned b''",
         "returned b''",
+        "TypeError(\"'<' not supported between instances of 'str' and 'int'\",)",
+        "TypeError('slice indices must be integers or None or have an __index__ method',)",
         "TypeError(\"data argument must be a bytes-like object, not 'str'\",)",
         "TypeError(\"data argument must be a bytes-like object, not 'int'\",)",
         "returned b'second\\n'",
