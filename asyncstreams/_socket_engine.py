@@ -107,23 +107,22 @@ class SocketEngine(WriteFlowControl):
         self._update_reading()
 
     def write(self, data: bytes) -> None:
-        if self._send_next and not self._pending:
-            self._send_next = False
-            sent = self._send(data)
-            if sent is None or sent == len(data):
-                return
-            rest: bytes | memoryview = memoryview(data)[sent:]  # not a copy
-        else:
-            rest = data
         pending = self._pending
+        rest: bytes | memoryview = data
+        if not pending:  # else a burst: the sending task (or drain()) sends it all
+            if self._send_next:
+                self._send_next = False
+                sent = self._send(data)
+                if sent is None or sent == len(data):
+                    return
+                rest = memoryview(data)[sent:]  # not a copy
+            self._wake_sender()  # it was idle, or sending what is now gone
         pending.append(rest)
         self._size += len(rest)
-        if not self._writing_paused and self._size > self._high:
+        if self._size > self._high and not self._writing_paused:
             self._writing_paused = True
             assert self._owner is not None
             self._owner._pause_writing()
-        if len(pending) == 1:
-            self._wake_sender()  # it was idle, or sending what is now gone
 
     def flush(self) -> None:
         self._send_next = True

@@ -184,6 +184,18 @@ class StreamTransport:
     # -- asyncio.WriteTransport --------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if (
+            type(data) is bytes
+            and data
+            and self._upgrade_backlog is None
+            and not (self._closing or self._eof_requested)
+        ):
+            self._unyielded += len(data)
+            self._engine.write(data)
+            return
+        self._write_slow(data)
+
+    def _write_slow(self, data: bytes | bytearray | memoryview) -> None:
         if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
