@@ -145,7 +145,12 @@ class Poller:
             if selector is not self._selector:
                 return  # closed after it woke us
             passes += 1
-            if streaming and passes % _SELECT_EVERY:
+            watched = selector.get_map()
+            if len(watched) == 1:
+                # The selector is readable (or the socket streams) and watches one
+                # socket: that is the one to call, no system call needed to ask.
+                ready = [key.fd for key in watched.values()]
+            elif streaming and passes % _SELECT_EVERY:
                 ready = streaming
             else:
                 ready = [key.fd for key, _ in selector.select(0)]

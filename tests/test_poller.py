@@ -136,6 +136,40 @@ async def test_a_socket_that_keeps_streaming_does_not_starve_the_others(
     poller.unwatch(c.fileno())
 
 
+async def test_one_watched_socket_is_called_without_asking_the_selector(
+    pairs: Callable[[], tuple[socket.socket, socket.socket]],
+) -> None:
+    # The selector woke us and watches one socket: that socket is the ready one (a
+    # system call less per wake-up, which is every message of a lone connection).
+    poller = Poller()
+    (a, b), (c, d) = pairs(), pairs()
+    receiver = Receiver(a)
+    poller.watch(a.fileno(), receiver)
+    selector = poller._selector
+    assert selector is not None
+    asked = 0
+    select = selector.select
+
+    def counting_select(timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        nonlocal asked
+        asked += 1
+        return select(timeout)
+
+    selector.select = counting_select  # type: ignore[method-assign]
+    for i in range(3):
+        b.send(b"msg%d" % i)
+        await receiver.wait_for(b"".join(b"msg%d" % j for j in range(i + 1)))
+    assert asked == 0
+    other = Receiver(c)
+    poller.watch(c.fileno(), other)  # two sockets: the selector says which is ready
+    d.send(b"ping")
+    await other.wait_for(b"ping")
+    assert asked > 0
+    assert receiver.received == b"msg0msg1msg2"
+    poller.unwatch(a.fileno())
+    poller.unwatch(c.fileno())
+
+
 async def test_selector_exists_only_while_a_socket_is_watched(
     pairs: Callable[[], tuple[socket.socket, socket.socket]],
 ) -> None:
