@@ -211,6 +211,10 @@ class AsyncioEngine(asyncio.Protocol):
         assert self._transport is not None
         self._transport.close()
 
+    def takes_writes_while_closing(self) -> bool:
+        # What the loop's transport does with them, our own buffer counted in.
+        return not self._aborted and self.get_write_buffer_size() > 0
+
     def abort(self) -> None:
         self._cancel_flush()
         self._pending.clear()

@@ -98,6 +98,13 @@ class Engine(Protocol):
     def close(self) -> None:
         """Send what is buffered, then close; ``_connection_lost(None)`` follows."""
 
+    def takes_writes_while_closing(self) -> bool:
+        """Whether a ``write()`` now, after :meth:`close`, would still be sent.
+
+        asyncio's socket transports take writes after ``close()`` while they still
+        hold unsent data, and send them before closing; its TLS transport drops them.
+        """
+
     def abort(self) -> None:
         """Close at once, dropping what is buffered; ``_connection_lost(None)`` follows."""
 

@@ -152,6 +152,9 @@ class SocketEngine(WriteFlowControl):
             self._close_socket()
             self._lose(None)
 
+    def takes_writes_while_closing(self) -> bool:
+        return bool(self._pending) and not self._lost
+
     def abort(self) -> None:
         if self._lost:
             return

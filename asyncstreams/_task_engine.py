@@ -100,6 +100,9 @@ class TaskEngine(ReceivingEngine):
         self._stop_receiver()  # asyncio stops reading at close()
         self._ensure_sender()
 
+    def takes_writes_while_closing(self) -> bool:
+        return False  # as asyncio's TLS transport, the one this engine stands for
+
     def abort(self) -> None:
         if self._lost:
             return

@@ -206,7 +206,10 @@ class StreamTransport:
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
             return
-        if self._closing:
+        if self._closing and not (
+            # As asyncio's socket transport: sent before it closes if it still sends.
+            self._upgrade_backlog is None and self._engine.takes_writes_while_closing()
+        ):
             self._lost_writes += 1
             if self._lost_writes >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning("socket.send() raised exception.")

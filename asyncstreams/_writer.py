@@ -52,7 +52,12 @@ class StreamWriter:
         return self._transport
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Buffer *data* for sending; pair it with ``await drain()``."""
+        """Buffer *data* for sending; pair it with ``await drain()``.
+
+        After :meth:`close`, as with asyncio's socket transports, *data* is still sent
+        while earlier data is; once nothing is left to send it is dropped, with
+        asyncio's warning from the fifth such write on (over TLS it is always dropped).
+        """
         self._transport.write(data)
 
     def writelines(self, data: Iterable[bytes | bytearray | memoryview]) -> None:

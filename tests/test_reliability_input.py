@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 import socket
 import ssl
@@ -517,6 +518,65 @@ async def test_calls_after_close_match_asyncio() -> None:
         "returned None",
         True,
         "ConnectionResetError('Connection lost',)",
+        "returned b''",
+    ]
+    assert ours == theirs
+
+
+#: More than the kernel takes at once, so close() still has bytes to send.
+UNSENT = 8 * 1024 * 1024
+LOST_WRITE_WARNING = "socket.send() raised exception."
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+async def scenario_writes_after_close(streams: Any) -> list[object]:
+    """A write after close() is sent while close() still flushes; once the connection
+    is closed, writes are dropped, with asyncio's warning from the fifth on."""
+    results: list[object] = []
+    async with raw_peer(streams) as (_reader, writer, peer):
+        writer.write(b"x" * UNSENT)
+        writer.close()
+        results.append(call(writer.write, b"late"))
+        received = bytearray()
+        with anyio.fail_after(WAIT):
+            while chunk := await anyio.to_thread.run_sync(peer.recv, 1 << 20):
+                received += chunk
+        results.append(len(received))
+        results.append(bytes(received[-4:]))
+    records = _Records()
+    loggers = [logging.getLogger("asyncio"), logging.getLogger("asyncstreams")]
+    for logger in loggers:
+        logger.addHandler(records)
+    try:
+        async with raw_peer(streams) as (_reader, writer, peer):
+            writer.close()
+            for _ in range(6):
+                writer.write(b"lost")
+            results.append(records.messages.count(LOST_WRITE_WARNING))
+            results.append(await outcome(writer.wait_closed()))
+            results.append(await outcome(anyio.to_thread.run_sync(peer.recv, 100)))
+    finally:
+        for logger in loggers:
+            logger.removeHandler(records)
+    return results
+
+
+async def test_writes_after_close_match_asyncio() -> None:
+    ours, theirs = await both(scenario_writes_after_close)
+    assert theirs == [
+        "returned None",
+        UNSENT + 4,
+        b"late",
+        2,
+        "returned None",
         "returned b''",
     ]
     assert ours == theirs
