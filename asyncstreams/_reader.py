@@ -188,11 +188,15 @@ class StreamReader(AsyncIterator[bytes]):
             self._handoff_size = 0
             if self._waiter is waiter:
                 self._waiter = None
+        if self._wake_exception is not None:
+            self._raise_wake_exception()
+
+    def _raise_wake_exception(self) -> None:
         exc = self._wake_exception
-        if exc is not None:
-            self._wake_exception = None
-            self._return_handed()
-            raise exc
+        assert exc is not None
+        self._wake_exception = None
+        self._return_handed()
+        raise exc
 
     def _return_handed(self) -> None:
         """Put bytes handed to a read that ends without them back in front of the buffer."""
@@ -377,7 +381,26 @@ class StreamReader(AsyncIterator[bytes]):
             if not buffer and not self._eof:
                 # As read(n) does: the next bytes fed come straight here, spared a copy
                 # into the buffer and one out of it, and are the answer if they are all.
-                await self._wait_for_data("readexactly", n)
+                waiter = self._waiter
+                new_waiter = self._new_waiter
+                if waiter is None and new_waiter is not None and not self._paused:
+                    # _wait_for_data("readexactly", n) without a coroutine of its own,
+                    # which is 3-4% of a request/response exchange on uvloop.
+                    waiter = self._waiter = new_waiter()
+                    self._handoff_size = n
+                    try:
+                        await waiter
+                    except BaseException:
+                        self._return_handed()
+                        raise
+                    finally:
+                        self._handoff_size = 0
+                        if self._waiter is waiter:
+                            self._waiter = None
+                    if self._wake_exception is not None:
+                        self._raise_wake_exception()
+                else:  # the first wait, or one that fails or resumes the transport first
+                    await self._wait_for_data("readexactly", n)
                 handed = self._handed
                 if handed is not None:
                     self._handed = None

@@ -81,6 +81,21 @@ async def pending(tg: TaskGroup, fn: Callable[[], Awaitable[T]]) -> Background[T
     return call
 
 
+async def new_reader(earlier_wait: bool) -> StreamReader:
+    """A reader; with *earlier_wait*, one whose read has waited once before (later
+    waits of ``readexactly()`` take a path of their own)."""
+    reader = StreamReader()
+    if earlier_wait:
+        async with anyio.create_task_group() as tg:
+            call = await pending(tg, functools.partial(reader.read, 1))
+            reader.feed_data(b"w")
+            assert await call.outcome() == b"w"
+    return reader
+
+
+EARLIER_WAIT = pytest.mark.parametrize("earlier_wait", [False, True], ids=["first", "later"])
+
+
 async def feed_slowly(reader: StreamReader, data: bytes, size: int = 1, eof: bool = False) -> None:
     """Feed *data* in *size*-byte chunks, letting the reader run after each one."""
     for i in range(0, len(data), size):
@@ -328,11 +343,14 @@ async def test_data_fed_to_a_waiting_read_counts_for_at_eof(method: str) -> None
 
 
 @SIZED_READS
-async def test_waiting_read_fed_then_cancelled_loses_nothing(method: str) -> None:
+@EARLIER_WAIT
+async def test_waiting_read_fed_then_cancelled_loses_nothing(
+    method: str, earlier_wait: bool
+) -> None:
     # A cancel scope lets a read already woken return its bytes (on every backend); a
     # bare asyncio task.cancel() does not (see tests/backends/test_asyncio_specific.py).
     # Either way no byte is lost and the order holds.
-    reader = StreamReader()
+    reader = await new_reader(earlier_wait)
     returned: list[bytes] = []
     async with anyio.create_task_group() as tg:
         scope = anyio.CancelScope()
@@ -351,11 +369,14 @@ async def test_waiting_read_fed_then_cancelled_loses_nothing(method: str) -> Non
 
 
 @pytest.mark.parametrize("call", ["readline", "read", "readexactly"])
-async def test_data_fed_after_cancel_before_wakeup_stays_readable(call: str) -> None:
+@EARLIER_WAIT
+async def test_data_fed_after_cancel_before_wakeup_stays_readable(
+    call: str, earlier_wait: bool
+) -> None:
     # The read is cancelled, then data arrives before its task runs again: waking a
     # cancelled waiter must be a no-op (asyncio's future is already done), and the
     # data stays for the next read.
-    reader = StreamReader()
+    reader = await new_reader(earlier_wait)
     calls: dict[str, Callable[[], Awaitable[bytes]]] = {
         "readline": reader.readline,
         "read": functools.partial(reader.read, 100),
@@ -397,9 +418,12 @@ async def test_exception_set_after_cancel_before_wakeup() -> None:
 
 
 @SIZED_READS
-async def test_waiting_read_fed_then_exception_returns_the_data_first(method: str) -> None:
+@EARLIER_WAIT
+async def test_waiting_read_fed_then_exception_returns_the_data_first(
+    method: str, earlier_wait: bool
+) -> None:
     # As in asyncio: a read already woken by data returns it; the next read raises.
-    reader = StreamReader()
+    reader = await new_reader(earlier_wait)
     async with anyio.create_task_group() as tg:
         call = await pending(tg, functools.partial(getattr(reader, method), 3))
         reader.feed_data(b"abc")
@@ -410,8 +434,11 @@ async def test_waiting_read_fed_then_exception_returns_the_data_first(method: st
 
 
 @SIZED_READS
-async def test_waiting_read_woken_by_exception_keeps_data_fed_after(method: str) -> None:
-    reader = StreamReader()
+@EARLIER_WAIT
+async def test_waiting_read_woken_by_exception_keeps_data_fed_after(
+    method: str, earlier_wait: bool
+) -> None:
+    reader = await new_reader(earlier_wait)
     async with anyio.create_task_group() as tg:
         call = await pending(tg, functools.partial(getattr(reader, method), 10))
         reader.set_exception(ValueError("boom"))
@@ -1349,8 +1376,9 @@ async def test_cancelled_readline_loses_nothing() -> None:
     assert await reader.readline() == b"partial line\n"
 
 
-async def test_cancelled_readexactly_loses_nothing() -> None:
-    reader = StreamReader()
+@EARLIER_WAIT
+async def test_cancelled_readexactly_loses_nothing(earlier_wait: bool) -> None:
+    reader = await new_reader(earlier_wait)
     await _cancel_after_partial(reader, functools.partial(reader.readexactly, 10), b"abc")
     reader.feed_data(b"defghij")
     assert await reader.readexactly(10) == b"abcdefghij"

@@ -437,15 +437,23 @@ async def test_handler_runs_as_an_asyncio_task(backend_id: str) -> None:
 # -- a read cancelled after data woke it ----------------------------------------------------
 
 
-async def read_cancelled_after_wake_scenario(mod: types.ModuleType) -> tuple[object, ...]:
+async def read_cancelled_after_wake_scenario(
+    mod: types.ModuleType, method: str, earlier_wait: bool
+) -> tuple[object, ...]:
     """``task.cancel()`` after feed_data() woke the read but before it ran.
 
     Only asyncio can cancel a task whose wait has already ended (trio, and anyio's
     cancel scopes, let the woken read return). asyncstreams hands the first bytes to
-    the waiting read directly; cancelled, the read must give them back.
+    the waiting read directly; cancelled, the read must give them back. A reader that
+    has waited before waits in ``readexactly()`` itself, hence *earlier_wait*.
     """
     reader = mod.StreamReader()
-    task = asyncio.ensure_future(reader.read(4))
+    if earlier_wait:
+        warm_up = asyncio.ensure_future(reader.read(1))
+        await asyncio.sleep(0)
+        reader.feed_data(b"w")
+        assert await warm_up == b"w"
+    task = asyncio.ensure_future(getattr(reader, method)(4))
     await asyncio.sleep(0)  # the read is waiting
     reader.feed_data(b"abc")
     reader.feed_data(b"defgh")
@@ -462,7 +470,14 @@ async def read_cancelled_after_wake_scenario(mod: types.ModuleType) -> tuple[obj
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS)
-def test_read_cancelled_after_wake_loses_nothing(loop_factory: LoopFactory) -> None:
-    expected = run(lambda: read_cancelled_after_wake_scenario(asyncio), loop_factory)
+@pytest.mark.parametrize("method", ["read", "readexactly"])
+@pytest.mark.parametrize("earlier_wait", [False, True])
+def test_read_cancelled_after_wake_loses_nothing(
+    loop_factory: LoopFactory, method: str, earlier_wait: bool
+) -> None:
+    def scenario(mod: types.ModuleType) -> Any:
+        return read_cancelled_after_wake_scenario(mod, method, earlier_wait)
+
+    expected = run(lambda: scenario(asyncio), loop_factory)
     assert expected == (True, False, False, b"abcdefgh")
-    assert run(lambda: read_cancelled_after_wake_scenario(asyncstreams), loop_factory) == expected
+    assert run(lambda: scenario(asyncstreams), loop_factory) == expected
