@@ -19,6 +19,7 @@ from anyio.lowlevel import checkpoint
 
 from ._backend import current_backend, report_handler_error, spawn_detached
 from ._connect import resolve
+from ._peers import listening, not_listening
 from ._reader import DEFAULT_LIMIT, StreamReader
 from ._transport import StreamTransport, logger, transport_from_socket
 from ._writer import StreamWriter
@@ -67,6 +68,8 @@ class Server:
         unix_inodes: dict[socket.socket, int] | None = None,
     ) -> None:
         self._sockets: list[socket.socket] | None = sockets
+        for sock in sockets:
+            listening(sock)  # its clients on this loop yield in drain() (see _peers)
         self._callback = client_connected_cb
         self._limit = limit
         self._backlog = backlog
@@ -225,6 +228,7 @@ class Server:
     def _close_listener(self, sock: socket.socket) -> None:
         if sock.fileno() == -1:
             return
+        not_listening(sock)
         inode = self._unix_inodes.pop(sock, None)
         path = None
         if inode is not None:

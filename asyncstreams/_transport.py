@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import ByteStream
+from anyio.abc import ByteStream, SocketAttribute
 from anyio.lowlevel import checkpoint
 from anyio.streams.buffered import BufferedByteStream
 from anyio.streams.tls import TLSAttribute
@@ -25,7 +25,8 @@ from . import _tls
 from ._asyncio_engine import AsyncioEngine
 from ._backend import call_soon, current_backend
 from ._connect import stream_from_socket
-from ._engine import DEFAULT_HIGH_WATER, Engine
+from ._engine import DEFAULT_HIGH_WATER, YIELD_EVERY, Engine
+from ._peers import NEVER, client_yields
 from ._socket_engine import SocketEngine
 from ._task_engine import TaskEngine
 
@@ -93,6 +94,7 @@ class StreamTransport:
         "_upgrade_backlog",
         "_write_error",
         "_write_through",
+        "_yield_every",
     )
 
     def __init__(
@@ -124,8 +126,10 @@ class StreamTransport:
         self._lost_exc: BaseException | None = None
         self._lost_writes = 0
         self._write_error: BaseException | None = None  # to report (see _write_failed)
-        # Bytes written since drain() last let the event loop run (see drain()).
+        # Bytes written since drain() last let the event loop run, and how many it
+        # lets through between two such passes (see drain() and _peers).
         self._unyielded = 0
+        self._yield_every = YIELD_EVERY
         self._closed_event: anyio.Event | None = None
         # Writes made while start_tls() swaps the engine, for the new one.
         self._upgrade_backlog: list[bytes] | None = None
@@ -140,6 +144,10 @@ class StreamTransport:
         if reader is not None:
             reader._transport = self
         engine.start(self)
+        if not server_side:
+            sock = engine.extra(SocketAttribute.raw_socket, None)
+            if sock is not None and not client_yields(sock):
+                self._yield_every = NEVER  # its server is elsewhere: see _peers
 
     def __repr__(self) -> str:
         state = "closed" if self._lost else "closing" if self._closing else "open"

@@ -10,7 +10,6 @@ from typing import Any
 from anyio.lowlevel import checkpoint
 
 from ._backend import current_backend
-from ._engine import YIELD_EVERY
 from ._reader import StreamReader
 from ._transport import StreamTransport
 
@@ -95,7 +94,9 @@ class StreamWriter:
         error that broke the connection, or ConnectionResetError once it is closed.
 
         Differs from asyncio: once 64 KiB have been written since it last did, it lets
-        the event loop run (a checkpoint) even when there is nothing to wait for.
+        the event loop run (a checkpoint) even when there is nothing to wait for. On
+        asyncio's loops a TCP client whose server is not on the same loop does not,
+        as asyncio's ``drain()`` does not.
         """
         reader = self._reader
         if reader is not None and reader._exception is not None:
@@ -118,12 +119,13 @@ class StreamWriter:
         if transport._paused:
             transport._unyielded = 0
             await transport._wait_for_drain()
-        elif transport._unyielded >= YIELD_EVERY:
+        elif transport._unyielded >= transport._yield_every:
             # asyncio's drain() returns without yielding until the kernel's buffer is
             # full, so a write loop runs megabytes ahead of its reader. Letting the loop
             # run once per 64 KiB keeps the bytes in the CPU cache between writer and
             # reader (twice the throughput when both ends share a loop), and gives a
-            # write loop a checkpoint, where trio delivers cancellation.
+            # write loop a checkpoint, where trio delivers cancellation. Where neither
+            # can matter, the transport never gets here (_yield_every, see _peers).
             transport._unyielded = 0
             await checkpoint()
 

@@ -22,6 +22,7 @@ import anyio.lowlevel
 import pytest
 
 import asyncstreams
+from asyncstreams._backend import current_backend
 
 pytestmark = pytest.mark.anyio
 
@@ -264,6 +265,73 @@ async def test_write_loop_lets_other_tasks_run() -> None:
         # Three yields; on trio (which runs each batch of ready tasks in random order)
         # the ticker may run twice in one and not in another. Without them: at most once.
         assert ticks >= 2
+    finally:
+        writer.close()
+        peer.close()
+
+
+async def _ticks_during_write_loop(writer: asyncstreams.StreamWriter) -> int:
+    """How often another task ran while 192 KiB were written (the kernel takes them)."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        await anyio.lowlevel.checkpoint()  # the ticker is running
+        ticks = 0
+        for _ in range(12):
+            writer.write(b"x" * 16384)
+            await writer.drain()
+            assert not writer.transport.get_write_buffer_size()  # never paused
+        tg.cancel_scope.cancel()
+    return ticks
+
+
+async def test_tcp_client_of_a_server_on_this_loop_lets_it_run() -> None:
+    # The reader is on this loop: it takes each 64 KiB while they are in the CPU cache.
+    received = 0
+    done = anyio.Event()
+
+    async def handler(reader: asyncstreams.StreamReader, writer: asyncstreams.StreamWriter) -> None:
+        nonlocal received
+        while data := await reader.read(65536):
+            received += len(data)
+        done.set()
+        writer.close()
+
+    async with await asyncstreams.start_server(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        _reader, writer = await asyncstreams.open_connection("127.0.0.1", port)
+        try:
+            assert await _ticks_during_write_loop(writer) >= 2  # as in the test above
+        finally:
+            writer.close()
+        with anyio.fail_after(10):
+            await done.wait()
+    assert received == 12 * 16384
+
+
+async def test_tcp_client_of_a_server_elsewhere_yields_as_asyncio_on_asyncio() -> None:
+    # No reader on this loop to let run: on asyncio's loops drain() returns at once, as
+    # asyncio's does; on trio it stays a write loop's checkpoint.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        sock.connect(listener.getsockname())
+        peer, _ = listener.accept()
+    _reader, writer = await asyncstreams.open_connection(sock=sock)
+    try:
+        ticks = await _ticks_during_write_loop(writer)
+        if current_backend() == "trio":
+            assert ticks >= 2
+        else:
+            assert ticks <= 1
     finally:
         writer.close()
         peer.close()
