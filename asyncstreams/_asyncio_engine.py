@@ -213,7 +213,7 @@ class AsyncioEngine(asyncio.Protocol):
 
     def takes_writes_while_closing(self) -> bool:
         # What the loop's transport does with them, our own buffer counted in.
-        return not self._aborted and self.get_write_buffer_size() > 0
+        return not (self._aborted or self._lost) and self.get_write_buffer_size() > 0
 
     def abort(self) -> None:
         self._cancel_flush()

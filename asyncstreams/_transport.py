@@ -225,10 +225,15 @@ class StreamTransport:
         if type(data) is not bytes:
             data = bytes(data)  # a snapshot: the caller may reuse its buffer at once
         self._unyielded += len(data)
-        if self._upgrade_backlog is None:
-            self._engine.write(data)
-        else:
+        if self._upgrade_backlog is not None:
             self._upgrade_backlog.append(data)
+        elif self._closing:
+            # A write the closing engine still sends: on its way at once, not joined
+            # with later ones for a pass that may come after the connection closed.
+            self._engine.write(data)
+            self._engine.flush()
+        else:
+            self._engine.write(data)
 
     def _update_write_through(self) -> None:
         """Call after any of ``_closing``, ``_eof_requested``, ``_upgrade_backlog``

@@ -544,7 +544,8 @@ async def scenario_writes_after_close(streams: Any) -> list[object]:
     async with raw_peer(streams) as (_reader, writer, peer):
         writer.write(b"x" * UNSENT)
         writer.close()
-        results.append(call(writer.write, b"late"))
+        results.append(call(writer.write, b"la"))
+        results.append(call(writer.write, b"te"))  # a second one is not held back
         received = bytearray()
         with anyio.fail_after(WAIT):
             while chunk := await anyio.to_thread.run_sync(peer.recv, 1 << 20):
@@ -572,6 +573,7 @@ async def scenario_writes_after_close(streams: Any) -> list[object]:
 async def test_writes_after_close_match_asyncio() -> None:
     ours, theirs = await both(scenario_writes_after_close)
     assert theirs == [
+        "returned None",
         "returned None",
         UNSENT + 4,
         b"late",

@@ -481,3 +481,35 @@ def test_read_cancelled_after_wake_loses_nothing(
     expected = run(lambda: scenario(asyncio), loop_factory)
     assert expected == (True, False, False, b"abcdefgh")
     assert run(lambda: scenario(asyncstreams), loop_factory) == expected
+
+
+# -- writes after close() ---------------------------------------------------------------
+
+
+async def writes_after_close_scenario(mod: types.ModuleType) -> tuple[int, bytes]:
+    """What the peer receives of writes made right after ``close()`` while the loop's
+    transport still holds unsent data: each is taken and sent, in order (with
+    asyncstreams, the later ones are not joined for a loop pass that may come after
+    the transport has closed)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        _reader, writer = await mod.open_connection(*listener.getsockname())
+        peer, _ = listener.accept()
+    with peer:
+        writer.write(b"x" * (8 * 1024 * 1024))
+        writer.close()
+        writer.write(b"a")
+        writer.write(b"b")
+        writer.write(b"c")
+        peer.settimeout(WAIT)
+        received = bytearray()
+        while chunk := await asyncio.to_thread(peer.recv, 1 << 20):
+            received += chunk
+        await writer.wait_closed()
+        return len(received), bytes(received[-3:])
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS)
+def test_writes_right_after_close_as_the_loop_does(loop_factory: LoopFactory) -> None:
+    expected = run(lambda: writes_after_close_scenario(asyncio), loop_factory)
+    assert expected == (8 * 1024 * 1024 + 3, b"abc")
+    assert run(lambda: writes_after_close_scenario(asyncstreams), loop_factory) == expected
