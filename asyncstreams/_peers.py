@@ -53,7 +53,7 @@ def _port(sock: socket.socket, peer: bool = False) -> int | None:
 def listening(sock: socket.socket) -> None:
     """*sock* listens for this loop's server (call from within the loop)."""
     port = _port(sock)
-    if port is not None:
+    if port is not None and current_backend() is not None:
         run_local(_Ports).counts[port] += 1
 
 
