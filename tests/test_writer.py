@@ -236,40 +236,6 @@ async def test_drain_below_high_water_returns_with_idle_peer() -> None:
         assert await anyio.to_thread.run_sync(recv_until_eof, peer) == b"x" * 1000
 
 
-async def test_write_loop_lets_other_tasks_run() -> None:
-    # asyncio's drain() yields only once the kernel's buffer is full; asyncstreams' also
-    # lets the loop run once per 64 KiB written, so a write loop neither starves the
-    # other tasks nor runs past trio's cancellation. The kernel takes all 192 KiB here.
-    ours, peer = socket.socketpair()
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    _reader, writer = await asyncstreams.open_connection(sock=ours)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await anyio.lowlevel.checkpoint()
-
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(ticker)
-            await anyio.lowlevel.checkpoint()  # the ticker is running
-            ticks = 0
-            for _ in range(12):
-                writer.write(b"x" * 16384)
-                await writer.drain()
-                assert not writer.transport.get_write_buffer_size()  # never paused
-            tg.cancel_scope.cancel()
-        # Three yields; on trio (which runs each batch of ready tasks in random order)
-        # the ticker may run twice in one and not in another. Without them: at most once.
-        assert ticks >= 2
-    finally:
-        writer.close()
-        peer.close()
-
-
 async def _ticks_during_write_loop(writer: asyncstreams.StreamWriter, *, unpaused: bool) -> int:
     """How often another task ran while 192 KiB were written; with *unpaused*, check
     that the kernel took each write whole (so drain() never had to wait)."""
@@ -292,6 +258,23 @@ async def _ticks_during_write_loop(writer: asyncstreams.StreamWriter, *, unpause
                 assert not writer.transport.get_write_buffer_size()
         tg.cancel_scope.cancel()
     return ticks
+
+
+async def test_write_loop_lets_other_tasks_run() -> None:
+    # asyncio's drain() yields only once the kernel's buffer is full; asyncstreams' also
+    # lets the loop run once per 64 KiB written, so a write loop neither starves the
+    # other tasks nor runs past trio's cancellation. The kernel takes all 192 KiB here.
+    ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    _reader, writer = await asyncstreams.open_connection(sock=ours)
+    try:
+        # Three yields; on trio (which runs each batch of ready tasks in random order)
+        # the ticker may run twice in one and not in another. Without them: at most once.
+        assert await _ticks_during_write_loop(writer, unpaused=True) >= 2
+    finally:
+        writer.close()
+        peer.close()
 
 
 async def test_tcp_client_of_a_server_on_this_loop_lets_it_run() -> None:
