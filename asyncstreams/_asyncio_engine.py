@@ -57,6 +57,7 @@ class AsyncioEngine(asyncio.Protocol):
         "_sock",
         "_transport",
         "_view",
+        "written",
     )
 
     def __init__(self, sock: socket.socket) -> None:
@@ -71,6 +72,7 @@ class AsyncioEngine(asyncio.Protocol):
         self._send_next = True
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self.written = 0  # see Engine.written
         self._flush_handle: asyncio.Handle | None = None
         self._high = DEFAULT_HIGH_WATER
         self._detached = False
@@ -178,6 +180,7 @@ class AsyncioEngine(asyncio.Protocol):
             owner._connection_lost(self._lost_exc)
 
     def write(self, data: bytes) -> None:
+        self.written += len(data)
         if self._send_next and not self._pending:  # never ahead of what waits to be joined
             self._send_next = False
             # self._send(data), inline: this is every message's path on uvloop.
@@ -348,6 +351,7 @@ class SelectorEngine(BufferedAsyncioEngine):
         self._send_error: OSError | None = None
 
     def write(self, data: bytes) -> None:
+        self.written += len(data)
         if self._send_next and not self._pending:  # as AsyncioEngine.write()
             self._send_next = False
             self._send(data)

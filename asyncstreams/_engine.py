@@ -90,6 +90,14 @@ class Engine(Protocol):
         """Begin receiving; report to *owner* from now on."""
 
     def write(self, data: bytes) -> None: ...
+    @property
+    def written(self) -> int:
+        """How many bytes ``write()`` has taken, a running total.
+
+        ``drain()`` reads it to let the event loop run every ``YIELD_EVERY`` bytes; an
+        engine counts them wherever that costs least (not necessarily per write).
+        """
+
     def flush(self) -> None:
         """Start sending what ``write()`` buffered now rather than a moment later."""
 

@@ -67,6 +67,7 @@ class SocketEngine(WriteFlowControl):
         "_send_next",
         "_sender_running",
         "_sender_wakeup",
+        "_sent",
         "_sock",
         "_view",
         "_wait_writable",
@@ -89,6 +90,7 @@ class SocketEngine(WriteFlowControl):
         # joined and sent by the sending task (or by drain()).
         self._send_next = True
         self._pending: list[bytes | memoryview] = []
+        self._sent = 0  # what the kernel has taken, a running total
         self._sender_wakeup: anyio.Event | None = None
         self._sender_running = False
         self._flushed: anyio.Event | None = None
@@ -118,11 +120,16 @@ class SocketEngine(WriteFlowControl):
                 rest = memoryview(data)[sent:]  # not a copy
             self._wake_sender()  # it was idle, or sending what is now gone
         pending.append(rest)
-        self._size += len(rest)
-        if self._size > self._high and not self._writing_paused:
+        size = self._size = self._size + len(rest)
+        if size > self._high and not self._writing_paused:
             self._writing_paused = True
             assert self._owner is not None
             self._owner._pause_writing()
+
+    @property
+    def written(self) -> int:
+        # Counted per send rather than per write: a burst of small writes costs less.
+        return self._sent + self._size
 
     def flush(self) -> None:
         self._send_next = True
@@ -261,13 +268,15 @@ class SocketEngine(WriteFlowControl):
     def _send(self, data: bytes | memoryview) -> int | None:
         """How much of *data* the kernel takes now; None if that broke the connection."""
         try:
-            return self._sock.send(data)
+            sent = self._sock.send(data)
         except _WOULD_BLOCK:
             return 0
         except OSError as exc:
             # As asyncio's transport: closing at once, the error reported a pass later.
             self._lose(exc, report_later=True)
             return None
+        self._sent += sent
+        return sent
 
     def _send_pending(self) -> bool:
         """Send what the kernel takes now; True once nothing is left."""

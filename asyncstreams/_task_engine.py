@@ -50,6 +50,7 @@ class TaskEngine(ReceivingEngine):
         "_sender_scope",
         "_shutdown_timeout",
         "stream",
+        "written",
     )
 
     def __init__(self, stream: ByteStream, *, shutdown_timeout: float | None = None) -> None:
@@ -60,6 +61,7 @@ class TaskEngine(ReceivingEngine):
         )
         # Unsent data: chunks not yet handed to the stream, plus the one being sent.
         self._chunks: list[bytes] = []
+        self.written = 0  # see Engine.written
         self._sender_running = False
         self._sender_scope: anyio.CancelScope | None = None
         self._sender_idle: anyio.Event | None = None
@@ -73,6 +75,7 @@ class TaskEngine(ReceivingEngine):
 
     def write(self, data: bytes) -> None:
         self._chunks.append(data)
+        self.written += len(data)
         self._size += len(data)
         if not self._writing_paused and self._size > self._high:
             self._writing_paused = True

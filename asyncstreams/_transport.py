@@ -90,11 +90,11 @@ class StreamTransport:
         "_reader",
         "_server",
         "_server_side",
-        "_unyielded",
         "_upgrade_backlog",
         "_write_error",
         "_write_through",
         "_yield_every",
+        "_yield_mark",
     )
 
     def __init__(
@@ -126,9 +126,10 @@ class StreamTransport:
         self._lost_exc: BaseException | None = None
         self._lost_writes = 0
         self._write_error: BaseException | None = None  # to report (see _write_failed)
-        # Bytes written since drain() last let the event loop run, and how many it
-        # lets through between two such passes (see drain() and _peers).
-        self._unyielded = 0
+        # The engine's count of bytes written when drain() last let the event loop
+        # run, and how many it lets through between two such passes (see drain()
+        # and _peers).
+        self._yield_mark = 0
         self._yield_every = YIELD_EVERY
         self._closed_event: anyio.Event | None = None
         # Writes made while start_tls() swaps the engine, for the new one.
@@ -199,8 +200,8 @@ class StreamTransport:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         # Every write's case in one check: bytes, on a connection open for writing.
         # _write_slow() makes asyncio's checks, in asyncio's order, for the others.
+        # StreamWriter.write() has a copy of these lines.
         if type(data) is bytes and self._write_through and data:
-            self._unyielded += len(data)
             self._engine.write(data)
             return
         self._write_slow(data)
@@ -224,7 +225,6 @@ class StreamTransport:
             return
         if type(data) is not bytes:
             data = bytes(data)  # a snapshot: the caller may reuse its buffer at once
-        self._unyielded += len(data)
         if self._upgrade_backlog is not None:
             self._upgrade_backlog.append(data)
         elif self._closing:
@@ -424,6 +424,7 @@ class StreamTransport:
         engine = TaskEngine(tls_stream, shutdown_timeout=shutdown_timeout)
         engine.set_write_buffer_limits(self._high, self._low)
         self._engine = engine
+        self._yield_mark = 0  # the new engine counts from zero
         self._extra = None  # the new engine's (the asyncio engine hands over a duplicate)
         self._upgrade_backlog = None
         self._update_write_through()

@@ -57,7 +57,13 @@ class StreamWriter:
         while earlier data is; once nothing is left to send it is dropped, with
         asyncio's warning from the fifth such write on (over TLS it is always dropped).
         """
-        self._transport.write(data)
+        # StreamTransport.write()'s fast path, inline (keep the two alike): one call
+        # less per write, ~20 of its ~150 ns on trio.
+        transport = self._transport
+        if type(data) is bytes and transport._write_through and data:
+            transport._engine.write(data)
+        else:
+            transport._write_slow(data)
 
     def writelines(self, data: Iterable[bytes | bytearray | memoryview]) -> None:
         """Buffer each item of *data* for sending; pair it with ``await drain()``."""
@@ -116,17 +122,18 @@ class StreamWriter:
         transport._engine.flush()
         if transport._lost:
             raise ConnectionResetError("Connection lost")
+        written = transport._engine.written
         if transport._paused:
-            transport._unyielded = 0
+            transport._yield_mark = written
             await transport._wait_for_drain()
-        elif transport._unyielded >= transport._yield_every:
+        elif written - transport._yield_mark >= transport._yield_every:
             # asyncio's drain() returns without yielding until the kernel's buffer is
             # full, so a write loop runs megabytes ahead of its reader. Letting the loop
             # run once per 64 KiB keeps the bytes in the CPU cache between writer and
             # reader (twice the throughput when both ends share a loop), and gives a
             # write loop a checkpoint, where trio delivers cancellation. Where neither
             # can matter, the transport never gets here (_yield_every, see _peers).
-            transport._unyielded = 0
+            transport._yield_mark = written
             await checkpoint()
 
     async def start_tls(

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import pytest
 import trustme
+from _write_loop import ticks_during_write_loop
 
 import asyncstreams
 
@@ -352,6 +353,53 @@ async def test_starttls_upgrade_on_both_ends_with_pipelined_data(
             assert await reader.readline() == b"secure two\n"
         await close(writer)
     assert log == [b"HELLO\n", b"STARTTLS\n", b"one\n", b"two\n"]
+
+
+async def _read_all(reader: asyncstreams.StreamReader, writer: asyncstreams.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        while await reader.read(65536):
+            pass
+    writer.close()
+
+
+async def test_write_loop_over_tls_lets_other_tasks_run(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    # With a high-water mark above what the loop writes, drain() never waits: only
+    # its yield every 64 KiB lets the ticker (and the TLS sending task) run.
+    async with tls_server(_read_all, server_context) as (_, port):
+        with anyio.fail_after(WAIT):
+            _reader, writer = await asyncstreams.open_connection(
+                "localhost", port, ssl=client_context
+            )
+            writer.transport.set_write_buffer_limits(high=1 << 20)
+            assert await ticks_during_write_loop(writer, unpaused=False) >= 2
+        await close(writer)
+
+
+async def test_write_loop_after_start_tls_lets_other_tasks_run(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    # 1 MiB in plain text first: the TLS connection's count starts again at zero.
+    plain = 1 << 20
+
+    async def handler(reader: asyncstreams.StreamReader, writer: asyncstreams.StreamWriter) -> None:
+        await reader.readexactly(plain)
+        writer.write(b"go\n")
+        await writer.start_tls(server_context)
+        await _read_all(reader, writer)
+
+    async with tls_server(handler, None) as (_, port):
+        with anyio.fail_after(WAIT):
+            reader, writer = await asyncstreams.open_connection("127.0.0.1", port)
+            for _ in range(plain // 16384):
+                writer.write(b"p" * 16384)
+                await writer.drain()
+            assert await reader.readline() == b"go\n"
+            await writer.start_tls(client_context, server_hostname="localhost")
+            writer.transport.set_write_buffer_limits(high=1 << 20)
+            assert await ticks_during_write_loop(writer, unpaused=False) >= 2
+        await close(writer)
 
 
 async def test_start_tls_client_against_python_ssl_server(

@@ -20,6 +20,7 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import pytest
+from _write_loop import ticks_during_write_loop
 
 import asyncstreams
 from asyncstreams._backend import current_backend
@@ -236,30 +237,6 @@ async def test_drain_below_high_water_returns_with_idle_peer() -> None:
         assert await anyio.to_thread.run_sync(recv_until_eof, peer) == b"x" * 1000
 
 
-async def _ticks_during_write_loop(writer: asyncstreams.StreamWriter, *, unpaused: bool) -> int:
-    """How often another task ran while 192 KiB were written; with *unpaused*, check
-    that the kernel took each write whole (so drain() never had to wait)."""
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await anyio.lowlevel.checkpoint()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(ticker)
-        await anyio.lowlevel.checkpoint()  # the ticker is running
-        ticks = 0
-        for _ in range(12):
-            writer.write(b"x" * 16384)
-            await writer.drain()
-            if unpaused:
-                assert not writer.transport.get_write_buffer_size()
-        tg.cancel_scope.cancel()
-    return ticks
-
-
 async def test_write_loop_lets_other_tasks_run() -> None:
     # asyncio's drain() yields only once the kernel's buffer is full; asyncstreams' also
     # lets the loop run once per 64 KiB written, so a write loop neither starves the
@@ -271,7 +248,23 @@ async def test_write_loop_lets_other_tasks_run() -> None:
     try:
         # Three yields; on trio (which runs each batch of ready tasks in random order)
         # the ticker may run twice in one and not in another. Without them: at most once.
-        assert await _ticks_during_write_loop(writer, unpaused=True) >= 2
+        assert await ticks_during_write_loop(writer, unpaused=True) >= 2
+    finally:
+        writer.close()
+        peer.close()
+
+
+async def test_small_writes_between_drains_count_toward_the_yield() -> None:
+    # 128-byte writes with a drain() every 64 of them: every 64 KiB of them let the
+    # loop run, as one big write per drain() does. drain() never waits for the peer.
+    ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    _reader, writer = await asyncstreams.open_connection(sock=ours)
+    writer.transport.set_write_buffer_limits(high=1 << 20)
+    try:
+        ticks = await ticks_during_write_loop(writer, unpaused=False, size=128, drain_every=64)
+        assert ticks >= 2
     finally:
         writer.close()
         peer.close()
@@ -295,7 +288,7 @@ async def test_tcp_client_of_a_server_on_this_loop_lets_it_run() -> None:
         try:
             # On trio the kernel takes at most 16 KiB beyond what is in flight
             # (TCP_NOTSENT_LOWAT), so some writes wait a little: ticks either way.
-            assert await _ticks_during_write_loop(writer, unpaused=False) >= 2
+            assert await ticks_during_write_loop(writer, unpaused=False) >= 2
         finally:
             writer.close()
         with anyio.fail_after(10):
@@ -315,9 +308,9 @@ async def test_tcp_client_of_a_server_elsewhere_yields_as_asyncio_on_asyncio() -
     _reader, writer = await asyncstreams.open_connection(sock=sock)
     try:
         if current_backend() == "trio":
-            assert await _ticks_during_write_loop(writer, unpaused=False) >= 2
+            assert await ticks_during_write_loop(writer, unpaused=False) >= 2
         else:
-            assert await _ticks_during_write_loop(writer, unpaused=True) <= 1
+            assert await ticks_during_write_loop(writer, unpaused=True) <= 1
     finally:
         writer.close()
         peer.close()
