@@ -286,9 +286,13 @@ class AsyncioEngine(asyncio.Protocol):
 
     def flush(self) -> None:
         """Hand what ``write()`` buffered to the transport now (``drain()`` calls it)."""
-        self._send_next = True
         if self._pending:
             self._flush()
+            # After joined writes, the next write is joined too (the program writes
+            # in batches): one send per batch.
+            self._send_next = False
+        else:
+            self._send_next = True
 
     def _flush(self) -> None:
         self._send_next = True

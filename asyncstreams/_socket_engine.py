@@ -65,6 +65,7 @@ class SocketEngine(WriteFlowControl):
         "_reading",
         "_reading_paused",
         "_send_next",
+        "_sender_blocked",
         "_sender_running",
         "_sender_wakeup",
         "_sent",
@@ -93,6 +94,7 @@ class SocketEngine(WriteFlowControl):
         self._sent = 0  # what the kernel has taken, a running total
         self._sender_wakeup: anyio.Event | None = None
         self._sender_running = False
+        self._sender_blocked = False  # it waits for the kernel to take more
         self._flushed: anyio.Event | None = None
         self._eof_requested = False
         self._eof_sent = False
@@ -132,8 +134,12 @@ class SocketEngine(WriteFlowControl):
         return self._sent + self._size
 
     def flush(self) -> None:
-        self._send_next = True
-        if self._pending and not self._sender_running and not self._send_pending():
+        # As asyncio's transport, which sends each write at once while it holds
+        # nothing unsent: what is buffered goes to the kernel now, unless the sending
+        # task is waiting for the kernel to take more. After joined writes, the next
+        # write is joined too (the program writes in batches): one send per batch.
+        self._send_next = not self._pending
+        if self._pending and not self._sender_blocked and not self._send_pending():
             self._wake_sender()  # the kernel took only part of it
 
     def write_eof(self) -> None:
@@ -297,12 +303,15 @@ class SocketEngine(WriteFlowControl):
             while not self._lost and not self._detached:
                 if self._pending:
                     if not self._send_pending():
+                        self._sender_blocked = True
                         try:
                             await self._wait_writable(self._sock)
                         except Exception:
                             if self._lost:
                                 return  # aborted under the wait
                             raise
+                        finally:
+                            self._sender_blocked = False
                     continue
                 flushed = self._flushed
                 if flushed is not None:

@@ -572,6 +572,37 @@ async def test_writes_after_close_match_asyncio(caplog: pytest.LogCaptureFixture
     assert ours == theirs
 
 
+async def scenario_drain_sends_what_was_written(streams: Any) -> list[object]:
+    """After drain() the kernel holds every byte written before it, written alone or
+    in a row: asyncio's write() sends at once, asyncstreams' joins writes made in a row
+    and drain() sends them. The peer reads without the writer's loop running again."""
+    results: list[object] = []
+    ours, peer = socket.socketpair()  # what a UNIX socket's sender sends, it has
+    with peer:
+        peer.setblocking(False)
+        _reader, writer = await streams.open_connection(sock=ours)
+        try:
+            batches = [[b"one"], [b"a", b"b", b"c"], [b"d", b"e"], [b"alone"], [b"y" * 100] * 100]
+            for pieces in batches:
+                for piece in pieces:
+                    writer.write(piece)
+                await writer.drain()
+                results.append(writer.transport.get_write_buffer_size())
+                try:
+                    results.append(peer.recv(1 << 20))
+                except BlockingIOError:
+                    results.append("nothing yet")
+        finally:
+            await close_writer(writer)
+    return results
+
+
+async def test_drain_sends_what_was_written_like_asyncio() -> None:
+    ours, theirs = await both(scenario_drain_sends_what_was_written)
+    assert theirs == [0, b"one", 0, b"abc", 0, b"de", 0, b"alone", 0, b"y" * 10_000]
+    assert ours == theirs
+
+
 async def test_writelines_after_close_is_dropped_like_write() -> None:
     # asyncio 3.13.0 raises TypeError("'NoneType' object is not callable") from deep in
     # its selector transport here; write() after close() is silently dropped, and so
