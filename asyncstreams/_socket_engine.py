@@ -173,6 +173,7 @@ class SocketEngine(WriteFlowControl):
             return
         self._closing = True
         self._pending.clear()
+        self._sent += self._size  # dropped, but written stays a running total
         self._size = 0
         self._close_socket()
         self._lose(None)
@@ -362,6 +363,7 @@ class SocketEngine(WriteFlowControl):
             return
         self._lost = True
         self._pending.clear()
+        self._sent += self._size  # dropped, but written stays a running total
         self._size = 0
         self._writing_paused = False
         if not self._closing:

@@ -227,6 +227,9 @@ class StreamTransport:
             data = bytes(data)  # a snapshot: the caller may reuse its buffer at once
         if self._upgrade_backlog is not None:
             self._upgrade_backlog.append(data)
+            # No engine counts it: counted here for drain()'s yield, which lets the
+            # upgrade go on while a write loop fills the backlog.
+            self._yield_mark -= len(data)
         elif self._closing:
             # A write the closing engine still sends: on its way at once, not joined
             # with later ones for a pass that may come after the connection closed.

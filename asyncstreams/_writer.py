@@ -96,7 +96,8 @@ class StreamWriter:
     async def drain(self) -> None:
         """Wait until it is appropriate to write more.
 
-        Returns at once unless more than the high-water mark is unsent. Raises the
+        Sends what ``write()`` joined (asyncio's ``write()`` has sent it by then), then
+        returns at once unless more than the high-water mark is unsent. Raises the
         error that broke the connection, or ConnectionResetError once it is closed.
 
         Differs from asyncio: once 64 KiB have been written since it last did, it lets
@@ -108,6 +109,9 @@ class StreamWriter:
         if reader is not None and reader._exception is not None:
             raise reader._exception
         transport = self._transport
+        # What asyncio's write() has sent by now goes out first: a send that fails here
+        # leaves the connection closing, as it would have in asyncio's write().
+        transport._engine.flush()
         if transport._closing:
             # As asyncio does, give the closing connection a chance to finish so that a
             # write()+drain() loop notices the close. asyncio's write() has already
@@ -119,7 +123,6 @@ class StreamWriter:
             if not transport._paused:
                 raise ConnectionResetError("Connection lost")
         # asyncio's _drain_helper(), inline: no coroutine when there is nothing to wait for.
-        transport._engine.flush()
         if transport._lost:
             raise ConnectionResetError("Connection lost")
         written = transport._engine.written

@@ -11,10 +11,12 @@ two must agree; every wait is bounded, so "never a hang" is part of each asserti
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import struct
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -156,7 +158,7 @@ async def test_peer_reset_while_draining_a_full_buffer() -> None:
     assert ours == theirs
 
 
-async def scenario_reset_while_not_reading(streams: Any) -> list[str]:
+async def scenario_reset_while_not_reading(streams: Any, *, batched: bool) -> list[str]:
     async with raw_peer(streams) as (reader, writer, peer):
         # More than twice the reader's limit: the transport stops receiving, so the
         # reset is first seen by the next send, not by a receive.
@@ -169,9 +171,22 @@ async def scenario_reset_while_not_reading(streams: Any) -> list[str]:
             while len(reader._buffer) <= 2 * 2**16:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
         await anyio.sleep(0.05)
-        reset(peer)
-        await anyio.sleep(0.05)
-        writer.write(b"after the reset")
+        if batched:
+            # Writes made in a row and drained: asyncstreams joins the next ones from
+            # the first, so the failing send is drain()'s, not write()'s. Nothing may
+            # run in between (the loop's next pass ends the batch): the reset arrives
+            # while the thread sleeps.
+            writer.write(b"a")
+            writer.write(b"b")
+            await writer.drain()
+            reset(peer)
+            time.sleep(0.05)
+            writer.write(b"after ")
+            writer.write(b"the reset")
+        else:
+            reset(peer)
+            await anyio.sleep(0.05)
+            writer.write(b"after the reset")
         results = [await outcome(writer.drain())]
         results.append(await outcome(reader.read(10)))
         writer.close()
@@ -179,8 +194,9 @@ async def scenario_reset_while_not_reading(streams: Any) -> list[str]:
         return results
 
 
-async def test_peer_reset_seen_by_send() -> None:
-    ours, theirs = await both(scenario_reset_while_not_reading)
+@pytest.mark.parametrize("batched", [False, True], ids=["one-write", "writes-in-a-row"])
+async def test_peer_reset_seen_by_send(batched: bool) -> None:
+    ours, theirs = await both(functools.partial(scenario_reset_while_not_reading, batched=batched))
     # The send fails inside write(): the connection is closing at once, and the error
     # reaches the reader a loop pass later, so drain() reports the lost connection.
     assert theirs == [

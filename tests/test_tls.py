@@ -7,6 +7,7 @@ over blocking sockets in worker threads; asyncstreams talks to asyncstreams too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import socket
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 import trustme
 from _write_loop import ticks_during_write_loop
@@ -400,6 +402,42 @@ async def test_write_loop_after_start_tls_lets_other_tasks_run(
             writer.transport.set_write_buffer_limits(high=1 << 20)
             assert await ticks_during_write_loop(writer, unpaused=False) >= 2
         await close(writer)
+
+
+async def test_write_loop_during_start_tls_lets_the_upgrade_run(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    # Writes made while start_tls() runs wait for the TLS connection; a write()+drain()
+    # loop meanwhile still lets the loop run, so the handshake goes on, and every byte
+    # arrives over TLS after it.
+    received = bytearray()
+    done = anyio.Event()
+
+    async def handler(reader: asyncstreams.StreamReader, writer: asyncstreams.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"go\n")
+        await writer.start_tls(server_context)
+        while data := await reader.read(65536):
+            received.extend(data)
+        done.set()
+        writer.close()
+
+    async with tls_server(handler, None) as (_, port):
+        with anyio.fail_after(WAIT):
+            reader, writer = await asyncstreams.open_connection("127.0.0.1", port)
+            writer.write(b"STARTTLS\n")
+            assert await reader.readline() == b"go\n"
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    functools.partial(writer.start_tls, client_context, server_hostname="localhost")
+                )
+                while writer.transport._upgrade_backlog is None:  # it has begun
+                    await anyio.lowlevel.checkpoint()
+                assert await ticks_during_write_loop(writer, unpaused=False) >= 2
+            assert writer.get_extra_info("ssl_object") is not None
+            writer.close()
+            await done.wait()
+    assert received == b"x" * 192 * 1024
 
 
 async def test_start_tls_client_against_python_ssl_server(
