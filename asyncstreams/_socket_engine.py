@@ -59,14 +59,14 @@ class SocketEngine(WriteFlowControl):
         "_fd",
         "_flushed",
         "_holding",
+        "_kernel_full",
         "_lost",
         "_pending",
         "_poller",
         "_reading",
         "_reading_paused",
         "_send_next",
-        "_sender_blocked",
-        "_sender_running",
+                "_sender_running",
         "_sender_wakeup",
         "_sent",
         "_sock",
@@ -94,7 +94,9 @@ class SocketEngine(WriteFlowControl):
         self._sent = 0  # what the kernel has taken, a running total
         self._sender_wakeup: anyio.Event | None = None
         self._sender_running = False
-        self._sender_blocked = False  # it waits for the kernel to take more
+        # The kernel took only part of the last send: the next waits until the socket
+        # is writable (as asyncio's transport, which then sends from its writer callback).
+        self._kernel_full = False
         self._flushed: anyio.Event | None = None
         self._eof_requested = False
         self._eof_sent = False
@@ -135,11 +137,11 @@ class SocketEngine(WriteFlowControl):
 
     def flush(self) -> None:
         # As asyncio's transport, which sends each write at once while it holds
-        # nothing unsent: what is buffered goes to the kernel now, unless the sending
-        # task is waiting for the kernel to take more. After joined writes, the next
-        # write is joined too (the program writes in batches): one send per batch.
+        # nothing unsent: what is buffered goes to the kernel now, unless the kernel
+        # has no room for it. After joined writes, the next write is joined too (the
+        # program writes in batches): one send per batch.
         self._send_next = not self._pending
-        if self._pending and not self._sender_blocked and not self._send_pending():
+        if self._pending and not self._kernel_full and not self._send_pending():
             self._wake_sender()  # the kernel took only part of it
 
     def write_eof(self) -> None:
@@ -277,12 +279,15 @@ class SocketEngine(WriteFlowControl):
         try:
             sent = self._sock.send(data)
         except _WOULD_BLOCK:
+            self._kernel_full = True
             return 0
         except OSError as exc:
             # As asyncio's transport: closing at once, the error reported a pass later.
             self._lose(exc, report_later=True)
             return None
         self._sent += sent
+        if sent < len(data):
+            self._kernel_full = True
         return sent
 
     def _send_pending(self) -> bool:
@@ -303,16 +308,15 @@ class SocketEngine(WriteFlowControl):
         try:
             while not self._lost and not self._detached:
                 if self._pending:
-                    if not self._send_pending():
-                        self._sender_blocked = True
+                    if self._kernel_full:
                         try:
                             await self._wait_writable(self._sock)
                         except Exception:
                             if self._lost:
                                 return  # aborted under the wait
                             raise
-                        finally:
-                            self._sender_blocked = False
+                        self._kernel_full = False
+                    self._send_pending()
                     continue
                 flushed = self._flushed
                 if flushed is not None:
