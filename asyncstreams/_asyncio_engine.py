@@ -286,13 +286,12 @@ class AsyncioEngine(asyncio.Protocol):
 
     def flush(self) -> None:
         """Hand what ``write()`` buffered to the transport now (``drain()`` calls it)."""
+        # After two or more joined writes, the next write is joined too (the program
+        # writes in batches): one send per batch. After one, the next goes out at once.
+        batch = len(self._pending) > 1
         if self._pending:
             self._flush()
-            # After joined writes, the next write is joined too (the program writes
-            # in batches): one send per batch.
-            self._send_next = False
-        else:
-            self._send_next = True
+        self._send_next = not batch
 
     def _flush(self) -> None:
         self._send_next = True

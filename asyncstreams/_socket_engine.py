@@ -66,7 +66,7 @@ class SocketEngine(WriteFlowControl):
         "_reading",
         "_reading_paused",
         "_send_next",
-                "_sender_running",
+        "_sender_running",
         "_sender_wakeup",
         "_sent",
         "_sock",
@@ -138,9 +138,10 @@ class SocketEngine(WriteFlowControl):
     def flush(self) -> None:
         # As asyncio's transport, which sends each write at once while it holds
         # nothing unsent: what is buffered goes to the kernel now, unless the kernel
-        # has no room for it. After joined writes, the next write is joined too (the
-        # program writes in batches): one send per batch.
-        self._send_next = not self._pending
+        # has no room for it. After two or more joined writes, the next write is joined
+        # too (the program writes in batches): one send per batch. After one, the next
+        # write goes out at once again.
+        self._send_next = len(self._pending) < 2
         if self._pending and not self._kernel_full and not self._send_pending():
             self._wake_sender()  # the kernel took only part of it
 

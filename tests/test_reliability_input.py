@@ -588,18 +588,32 @@ async def scenario_drain_sends_what_was_written(streams: Any) -> list[object]:
                     writer.write(piece)
                 await writer.drain()
                 results.append(writer.transport.get_write_buffer_size())
-                try:
-                    results.append(peer.recv(1 << 20))
-                except BlockingIOError:
-                    results.append("nothing yet")
+                results.append(_recv_now(peer))
+            # After a lone write and drain(), a write goes out inside write() again.
+            writer.write(b"lone")
+            await writer.drain()
+            results.append(_recv_now(peer))
+            writer.write(b"at once")
+            results.append(_recv_now(peer))
+            await writer.drain()
         finally:
             await close_writer(writer)
     return results
 
 
+def _recv_now(peer: socket.socket) -> object:
+    try:
+        return peer.recv(1 << 20)
+    except BlockingIOError:
+        return "nothing yet"
+
+
 async def test_drain_sends_what_was_written_like_asyncio() -> None:
     ours, theirs = await both(scenario_drain_sends_what_was_written)
-    assert theirs == [0, b"one", 0, b"abc", 0, b"de", 0, b"alone", 0, b"y" * 10_000]
+    assert theirs == [
+        *(0, b"one", 0, b"abc", 0, b"de", 0, b"alone", 0, b"y" * 10_000),
+        *(b"lone", b"at once"),
+    ]
     assert ours == theirs
 
 
