@@ -316,7 +316,9 @@ class SocketEngine(WriteFlowControl):
                             if self._lost:
                                 return  # aborted under the wait
                             raise
-                        self._kernel_full = False
+                        finally:
+                            self._kernel_full = False  # flush() may send again
+                        continue  # lost, detached or flushed meanwhile?
                     self._send_pending()
                     continue
                 flushed = self._flushed
