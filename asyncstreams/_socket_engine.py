@@ -172,14 +172,7 @@ class SocketEngine(WriteFlowControl):
         return bool(self._pending) and not self._lost
 
     def abort(self) -> None:
-        if self._lost:
-            return
-        self._closing = True
-        self._pending.clear()
-        self._sent += self._size  # dropped, but written stays a running total
-        self._size = 0
-        self._close_socket()
-        self._lose(None)
+        self._lose(None)  # drops what is unsent and closes the socket
 
     def extra(self, attribute: Any, default: Any = None) -> Any:
         if attribute is SocketAttribute.raw_socket:
