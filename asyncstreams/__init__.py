@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import typing
+
 from ._exceptions import IncompleteReadError, LimitOverrunError
 from ._reader import StreamReader
 from ._server import Server, start_server, start_unix_server
@@ -41,3 +43,22 @@ for _name in (
 ):
     globals()[_name].__module__ = __name__
 del _name
+
+# Names of asyncio's streams module that belong to its event loop. Type checkers do
+# not see __getattr__, so a misspelt name stays an error for them.
+_ASYNCIO_LOOP_ONLY = {
+    "StreamReaderProtocol": (
+        "it is the protocol asyncio's loop.create_connection() and "
+        "loop.connect_read_pipe() drive, and trio has no such loop; wrap() gives "
+        "asyncio's reader and writer over any anyio byte stream or trio stream instead "
+        "(see the porting guide)"
+    ),
+}
+
+if not typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        why = _ASYNCIO_LOOP_ONLY.get(name)
+        if why is not None:
+            raise AttributeError(f"module 'asyncstreams' has no {name!r}: {why}", name=name)
+        raise AttributeError(f"module 'asyncstreams' has no attribute {name!r}", name=name)

@@ -90,6 +90,30 @@ def test_public_objects_show_the_public_path(name: str) -> None:
         assert repr(obj) == f"<class 'asyncstreams.{name}'>"
 
 
+def test_asyncios_loop_only_protocol_is_a_clear_attribute_error() -> None:
+    # asyncio.streams exports StreamReaderProtocol; it needs asyncio's event loop.
+    assert "StreamReaderProtocol" in asyncio.streams.__all__
+    with pytest.raises(AttributeError, match=r"'StreamReaderProtocol'.*wrap\(\)") as info:
+        asyncstreams.StreamReaderProtocol  # type: ignore[attr-defined]  # noqa: B018
+    assert info.value.name == "StreamReaderProtocol"
+    assert not hasattr(asyncstreams, "StreamReaderProtocol")
+    with pytest.raises(ImportError):
+        exec("from asyncstreams import StreamReaderProtocol", {})
+
+
+def test_unknown_attribute_is_the_usual_attribute_error() -> None:
+    with pytest.raises(AttributeError, match=r"^module 'asyncstreams' has no attribute 'opne'$"):
+        asyncstreams.opne  # type: ignore[attr-defined]  # noqa: B018
+    assert getattr(asyncstreams, "nothing", None) is None
+
+
+def test_every_name_of_asyncios_streams_module_exists_or_is_explained() -> None:
+    for name in asyncio.streams.__all__:
+        if not hasattr(asyncstreams, name):
+            with pytest.raises(AttributeError, match=r"wrap\(\)"):
+                getattr(asyncstreams, name)
+
+
 def test_testing_helpers_module() -> None:
     assert memory_stream_pair.__module__ == "asyncstreams.testing"
 

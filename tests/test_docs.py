@@ -235,6 +235,16 @@ async def test_loop_pair() -> None:
 
 
 @anyio_test
+async def test_pipes_pair() -> None:
+    before, after = snippet("pipes_asyncio"), snippet("pipes_asyncstreams")
+    lines = [b"one\n", b"two\n"]
+    expected = run_asyncio(lambda: before.shout(lines))
+    with anyio.fail_after(WAIT):
+        got = await after.shout(lines)
+    assert expected == got == [b"ONE\n", b"TWO\n", b""]
+
+
+@anyio_test
 async def test_errors_pair() -> None:
     before, after = snippet("errors_asyncio"), snippet("errors_asyncstreams")
     results: dict[str, list[bytes | str]] = {"before": [], "after": []}
