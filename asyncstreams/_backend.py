@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar, cast
 __all__ = [
     "Waiter",
     "call_soon",
+    "closed_error",
     "current_backend",
     "fd_waits",
     "run_local",
@@ -226,3 +227,13 @@ def fd_waits() -> tuple[FdWait, FdWait, Callable[[], Awaitable[None]]]:
     import anyio.lowlevel
 
     return anyio.wait_readable, anyio.wait_writable, anyio.lowlevel.checkpoint
+
+
+def closed_error() -> type[Exception]:
+    """What ``fd_waits()``'s waits raise when ``anyio.notify_closing()`` wakes them."""
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        return cast("type[Exception]", trio.ClosedResourceError)
+    import anyio
+
+    return anyio.ClosedResourceError

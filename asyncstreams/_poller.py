@@ -53,12 +53,13 @@ class Poller:
     held (:meth:`hold`).
     """
 
-    __slots__ = ("_callbacks", "_holds", "_scopes", "_selector")
+    __slots__ = ("_aside", "_callbacks", "_holds", "_scopes", "_selector")
 
     def __init__(self) -> None:
         self._selector: selectors.BaseSelector | None = None
         self._callbacks: dict[int, Callback] = {}
         self._scopes: dict[int, anyio.CancelScope] = {}  # sockets waiting in a task
+        self._aside: set[int] = set()  # watched, but out of the selector (step_aside())
         self._holds = 0
 
     def watch(self, fd: int, callback: Callback) -> None:
@@ -81,10 +82,35 @@ class Poller:
         if scope is not None:
             scope.cancel()
             return
+        if fd in self._aside:
+            self._aside.discard(fd)
+        else:
+            selector = self._selector
+            assert selector is not None
+            selector.unregister(fd)
+        self._close_if_unused()
+
+    def alone(self, fd: int) -> bool:
+        """Whether *fd* is the one socket watched, and watched through the selector."""
+        return len(self._callbacks) == 1 and fd in self._callbacks and not self._scopes
+
+    def step_aside(self, fd: int) -> None:
+        """Take watched *fd* out of the selector while a task waits on it itself; it is
+        not called back until :meth:`step_back` (or unwatched meanwhile)."""
         selector = self._selector
         assert selector is not None
+        assert fd in self._callbacks
+        assert fd not in self._aside
         selector.unregister(fd)
-        self._close_if_unused()
+        self._aside.add(fd)
+
+    def step_back(self, fd: int) -> None:
+        """Put *fd* back in the selector after :meth:`step_aside`, if still watched."""
+        if fd in self._aside:
+            self._aside.discard(fd)
+            selector = self._selector
+            assert selector is not None
+            selector.register(fd, selectors.EVENT_READ)
 
     def hold(self) -> None:
         """Keep the selector until :meth:`release`, also while nothing is watched.
@@ -100,7 +126,7 @@ class Poller:
 
     def _close_if_unused(self) -> None:
         selector = self._selector
-        if selector is not None and not self._holds and not selector.get_map():
+        if selector is not None and not self._holds and not selector.get_map() and not self._aside:
             # Nothing left to watch: release the selector; its task ends.
             self._selector = None
             anyio.notify_closing(selector.fileno())  # type: ignore[attr-defined]
@@ -122,6 +148,7 @@ class Poller:
     async def _run(self, selector: selectors.BaseSelector) -> None:
         wait_readable, _, checkpoint = fd_waits()
         callbacks = self._callbacks
+        aside = self._aside
         if selector is not self._selector:
             return  # every socket came and went before this task started
         fd = selector.fileno()  # type: ignore[attr-defined]
@@ -157,8 +184,8 @@ class Poller:
             streaming = []
             for ready_fd in ready:
                 callback = callbacks.get(ready_fd)
-                if callback is None:
-                    continue  # unwatched meanwhile
+                if callback is None or ready_fd in aside:
+                    continue  # unwatched meanwhile, or a task waits on it itself
                 try:
                     more = callback()
                 except Exception:

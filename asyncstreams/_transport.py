@@ -144,6 +144,8 @@ class StreamTransport:
         )
         if reader is not None:
             reader._transport = self
+            if isinstance(engine, SocketEngine):
+                reader._new_waiter = engine.read_waiter
         engine.start(self)
         if not server_side:
             sock = engine.extra(SocketAttribute.raw_socket, None)
@@ -427,6 +429,8 @@ class StreamTransport:
         engine = TaskEngine(tls_stream, shutdown_timeout=shutdown_timeout)
         engine.set_write_buffer_limits(self._high, self._low)
         self._engine = engine
+        if self._reader is not None:
+            self._reader._new_waiter = None  # the loop's own kind from now on
         self._yield_mark = 0  # the new engine counts from zero
         self._extra = None  # the new engine's (the asyncio engine hands over a duplicate)
         self._upgrade_backlog = None

@@ -170,6 +170,68 @@ async def test_one_watched_socket_is_called_without_asking_the_selector(
     poller.unwatch(c.fileno())
 
 
+async def test_a_socket_stepped_aside_is_not_called_back(
+    pairs: Callable[[], tuple[socket.socket, socket.socket]],
+) -> None:
+    # A read waiting on its socket itself takes it out of the selector meanwhile.
+    poller = Poller()
+    (a, b), (c, _) = pairs(), pairs()
+    receiver = Receiver(a)
+    poller.watch(a.fileno(), receiver)
+    assert poller.alone(a.fileno())
+    assert not poller.alone(c.fileno())
+    b.send(b"x" * 400)  # streaming: called again after a pass, without the selector
+    await receiver.wait_until(lambda: len(receiver.received) >= 8)
+    poller.step_aside(a.fileno())
+    calls = receiver.calls
+    await settle()
+    b.send(b"more")
+    await settle()
+    await anyio.sleep(0.01)
+    assert receiver.calls == calls
+    assert poller.alone(a.fileno())  # still watched
+    poller.step_back(a.fileno())
+    await receiver.wait_for(b"x" * 400 + b"more")
+    poller.watch(c.fileno(), Receiver(c))
+    assert not poller.alone(a.fileno())
+    poller.unwatch(c.fileno())
+    poller.step_aside(a.fileno())
+    poller.unwatch(a.fileno())  # while aside
+    poller.step_back(a.fileno())  # no longer watched: nothing to put back
+    assert poller._selector is None  # nothing watched: the selector is gone
+    assert not poller.alone(a.fileno())
+
+
+async def test_a_held_poller_keeps_a_socket_stepped_aside(
+    pairs: Callable[[], tuple[socket.socket, socket.socket]],
+) -> None:
+    poller = Poller()
+    a, b = pairs()
+    receiver = Receiver(a)
+    poller.watch(a.fileno(), receiver)
+    poller.step_aside(a.fileno())
+    selector = poller._selector
+    poller.hold()
+    poller.release()  # the selector holds nothing now, but a socket is still watched
+    assert poller._selector is selector
+    poller.step_back(a.fileno())
+    b.send(b"back")
+    await receiver.wait_for(b"back")
+    poller.unwatch(a.fileno())
+
+
+async def test_a_task_per_socket_is_never_alone(
+    monkeypatch: pytest.MonkeyPatch, pairs: Callable[[], tuple[socket.socket, socket.socket]]
+) -> None:
+    # Without a selector each socket has a task waiting on it: none to step aside.
+    monkeypatch.setattr(_poller, "_ONE_SELECTOR", False)
+    poller = Poller()
+    a, _ = pairs()
+    poller.watch(a.fileno(), Receiver(a))
+    assert not poller.alone(a.fileno())
+    poller.unwatch(a.fileno())
+
+
 async def test_selector_exists_only_while_a_socket_is_watched(
     pairs: Callable[[], tuple[socket.socket, socket.socket]],
 ) -> None:

@@ -1,0 +1,366 @@
+"""A process's only connection: on trio its reads wait on the socket itself.
+
+With one connection, trio's engine lets a waiting read wait on its socket rather than
+through the poller (one pass of the event loop less per message), and steps back into
+the poller when the read ends. Everything that ends or holds up a read without the
+socket (the reader set by hand, ``close()``, ``pause_reading()``, ``start_tls()``,
+cancellation) must still work as on asyncio; these tests check it on every backend,
+each with a plain socket at the other end so that the connection under test is the
+only one. ``waits_on_its_socket()`` checks that on trio they take that path.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+
+import anyio
+import pytest
+import trustme
+
+import asyncstreams
+from asyncstreams import StreamReader, StreamWriter
+from asyncstreams._poller import poller
+from asyncstreams._socket_engine import SocketEngine
+
+pytestmark = pytest.mark.anyio
+
+#: Bound on every wait.
+WAIT = 10
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A socketpair: the test opens a connection on the first, and uses the second."""
+    ours, peer = socket.socketpair()
+    peer.settimeout(WAIT)
+    with ours, peer:
+        yield ours, peer
+
+
+async def open_lone(ours: socket.socket) -> tuple[StreamReader, StreamWriter]:
+    return await asyncstreams.open_connection(sock=ours)
+
+
+def waits_on_its_socket(writer: StreamWriter) -> bool:
+    """Whether a read of *writer*'s connection is waiting on its socket itself (on trio);
+    always True on asyncio, whose engines have no such wait."""
+    engine = writer.transport._engine
+    if not isinstance(engine, SocketEngine):
+        return True
+    return engine._direct_wait is not None
+
+
+def in_the_poller(writer: StreamWriter) -> bool:
+    """Whether the poller watches *writer*'s socket through its selector (on trio)."""
+    engine = writer.transport._engine
+    if not isinstance(engine, SocketEngine):
+        return True
+    selector = poller()._selector
+    return selector is not None and engine._fd in selector.get_map()
+
+
+async def close(writer: StreamWriter) -> None:
+    writer.close()
+    with anyio.fail_after(WAIT):
+        await writer.wait_closed()
+
+
+async def test_reads_of_every_kind(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    big = bytes(range(256)) * 1024  # a read(n) this big receives for itself
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            results: list[bytes] = []
+
+            async def read_all() -> None:
+                results.append(await reader.readline())
+                results.append(await reader.readexactly(4))
+                results.append(await reader.readuntil(b"!"))
+                results.append(await reader.read(len(big)))
+                results.append(await reader.read())
+
+            tg.start_soon(read_all)
+            await anyio.wait_all_tasks_blocked()
+            assert waits_on_its_socket(writer)
+            for chunk in (b"line\n", b"four", b"bang!", big):
+                await anyio.to_thread.run_sync(peer.sendall, chunk)
+                await anyio.wait_all_tasks_blocked()
+            peer.shutdown(socket.SHUT_WR)
+    assert results[:3] == [b"line\n", b"four", b"bang!"]
+    assert b"".join(results[3:]) == big  # read(n) returns what is there, read() the rest
+    assert await reader.read() == b""
+    assert reader.at_eof()
+    writer.write(b"reply")
+    await writer.drain()
+    assert peer.recv(100) == b"reply"
+    await close(writer)
+
+
+async def test_round_trips_leave_the_socket_in_the_poller(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    with anyio.fail_after(WAIT):
+        for i in range(50):
+            peer.sendall(b"ping %d\n" % i)
+            assert await reader.readline() == b"ping %d\n" % i
+            assert in_the_poller(writer)
+            writer.write(b"pong\n")
+            await writer.drain()
+            assert peer.recv(100) == b"pong\n"
+    await close(writer)
+
+
+@pytest.mark.parametrize("how", ["set_exception", "feed_eof"])
+async def test_reader_set_from_another_task_wakes_the_read(
+    pair: tuple[socket.socket, socket.socket], how: str
+) -> None:
+    ours, _ = pair
+    reader, writer = await open_lone(ours)
+    outcome: list[object] = []
+
+    async def read() -> None:
+        try:
+            outcome.append(await reader.read(100))
+        except OSError as exc:
+            outcome.append(exc)
+
+    error = ConnectionResetError("set by hand")
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert waits_on_its_socket(writer)
+            if how == "set_exception":
+                reader.set_exception(error)
+            else:
+                reader.feed_eof()
+    assert outcome == ([error] if how == "set_exception" else [b""])
+    await close(writer)
+
+
+async def test_close_while_a_read_waits(pair: tuple[socket.socket, socket.socket]) -> None:
+    # As asyncio: the read ends with EOF once the connection is closed.
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            outcome: list[bytes] = []
+
+            async def read() -> None:
+                outcome.append(await reader.read(100))
+
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert waits_on_its_socket(writer)
+            writer.close()
+        await writer.wait_closed()
+    assert outcome == [b""]
+    assert peer.recv(100) == b""
+
+
+async def test_close_with_unsent_data_while_a_read_waits(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # close() stops receiving at once, as asyncio's: what the peer sends after it is
+    # not read; the read ends with EOF once the unsent data is out and the socket closed.
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = b"x" * 2**20
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            outcome: list[bytes] = []
+
+            async def read() -> None:
+                outcome.append(await reader.read(100))
+
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            writer.write(data)
+            writer.close()
+            peer.sendall(b"too late")
+            received = bytearray()
+            while len(received) < len(data):
+                received += await anyio.to_thread.run_sync(peer.recv, 2**16)
+        await writer.wait_closed()
+    assert received == data
+    assert outcome == [b""]
+
+
+async def test_read_over_the_limit_pauses_and_resumes_receiving(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # Fed more than twice its limit, the reader pauses receiving; the waiting read
+    # resumes it before it waits again (as in asyncio, readexactly(n) may exceed it).
+    ours, peer = pair
+    reader, writer = await asyncstreams.open_connection(sock=ours, limit=64)
+    data = bytes(range(256)) * 40
+
+    def send() -> None:
+        for i in range(0, len(data), 100):
+            peer.sendall(data[i : i + 100])
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            outcome: list[bytes] = []
+
+            async def read() -> None:
+                outcome.append(await reader.readexactly(len(data)))
+
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert waits_on_its_socket(writer)
+            await anyio.to_thread.run_sync(send)
+    assert outcome == [data]
+    assert in_the_poller(writer)
+    await close(writer)
+
+
+async def test_cancelled_read_leaves_nothing_behind(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    with anyio.move_on_after(0.05):
+        await reader.readline()
+    assert in_the_poller(writer)  # it receives in the background again
+    peer.sendall(b"after\n")
+    with anyio.fail_after(WAIT):
+        while not reader._buffer:  # noqa: ASYNC110 (received with no read: no event)
+            await anyio.sleep(0.01)
+        assert await reader.readline() == b"after\n"
+    await close(writer)
+
+
+async def test_peer_reset_while_a_read_waits(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    writer.write(b"never read")  # closing with it unread resets the connection
+    await writer.drain()
+    outcome: list[BaseException] = []
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+
+            async def read() -> None:
+                try:
+                    await reader.read(100)
+                except ConnectionResetError as exc:
+                    outcome.append(exc)
+
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert waits_on_its_socket(writer)
+            peer.close()
+    assert len(outcome) == 1
+    writer.close()
+
+
+async def test_a_second_connection_while_a_read_waits(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    other_ours, other_peer = socket.socketpair()
+    with other_peer, anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            outcome: list[bytes] = []
+
+            async def read() -> None:
+                outcome.append(await reader.readline())
+
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert waits_on_its_socket(writer)
+            other_reader, other_writer = await asyncstreams.open_connection(sock=other_ours)
+            other_peer.sendall(b"second\n")
+            assert await other_reader.readline() == b"second\n"
+            peer.sendall(b"first\n")
+        assert outcome == [b"first\n"]
+        peer.sendall(b"again\n")
+        assert await reader.readline() == b"again\n"  # through the poller now
+        await close(other_writer)
+    await close(writer)
+
+
+async def test_sending_task_waiting_for_room_survives_a_woken_read(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # Waking a read waiting on the socket also wakes what waits to send on it: the
+    # sending task must go on sending.
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    data = bytes(range(256)) * 2**12  # 1 MiB, more than the kernel takes at once
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+
+            async def read() -> None:
+                with pytest.raises(ValueError, match="by hand"):
+                    await reader.read(100)
+
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            writer.write(data)
+            await anyio.wait_all_tasks_blocked()  # the sending task waits for room
+            assert writer.transport.get_write_buffer_size() > 0
+            reader.set_exception(ValueError("set by hand"))
+        received = bytearray()
+        while len(received) < len(data):
+            received += await anyio.to_thread.run_sync(peer.recv, 2**16)
+    assert received == data
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+async def test_start_tls_while_a_read_waits(ca: trustme.CA) -> None:
+    # asyncio lets a read wait through start_tls(): it gets what comes over TLS.
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(WAIT)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(WAIT)
+            assert conn.recv(100) == b"STARTTLS\n"
+            conn.sendall(b"go ahead\n")
+            with server_context.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"secret\n")
+                assert tls.recv(100) == b"thanks\n"
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        reader, writer = await asyncstreams.open_connection(*listener.getsockname())
+        with anyio.fail_after(WAIT):
+            writer.write(b"STARTTLS\n")
+            assert await reader.readline() == b"go ahead\n"
+            async with anyio.create_task_group() as tg:
+                outcome: list[bytes] = []
+
+                async def read() -> None:
+                    outcome.append(await reader.readline())
+
+                tg.start_soon(read)
+                await anyio.wait_all_tasks_blocked()
+                assert waits_on_its_socket(writer)
+                await writer.start_tls(client_context, server_hostname="localhost")
+            assert outcome == [b"secret\n"]
+            writer.write(b"thanks\n")
+            await writer.drain()
+        await close(writer)
+    finally:
+        thread.join(WAIT)
+        listener.close()
