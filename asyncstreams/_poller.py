@@ -59,7 +59,8 @@ class Poller:
         self._selector: selectors.BaseSelector | None = None
         self._callbacks: dict[int, Callback] = {}
         self._scopes: dict[int, anyio.CancelScope] = {}  # sockets waiting in a task
-        self._aside: set[int] = set()  # watched, but out of the selector (step_aside())
+        # Watched, but out of the selector while a task waits on it: fd -> that wait.
+        self._aside: dict[int, object] = {}
         self._holds = 0
 
     def watch(self, fd: int, callback: Callback) -> None:
@@ -82,9 +83,7 @@ class Poller:
         if scope is not None:
             scope.cancel()
             return
-        if fd in self._aside:
-            self._aside.discard(fd)
-        else:
+        if self._aside.pop(fd, None) is None:
             selector = self._selector
             assert selector is not None
             selector.unregister(fd)
@@ -94,20 +93,24 @@ class Poller:
         """Whether *fd* is the one socket watched, and watched through the selector."""
         return len(self._callbacks) == 1 and fd in self._callbacks and not self._scopes
 
-    def step_aside(self, fd: int) -> None:
-        """Take watched *fd* out of the selector while a task waits on it itself; it is
-        not called back until :meth:`step_back` (or unwatched meanwhile)."""
-        selector = self._selector
-        assert selector is not None
+    def step_aside(self, fd: int, owner: object) -> None:
+        """Take watched *fd* out of the selector while *owner* (a task's wait) waits on
+        it itself: it is not called back until :meth:`step_back` by the same owner (or
+        until it is unwatched). A later owner takes over one that has not stepped back
+        yet."""
         assert fd in self._callbacks
-        assert fd not in self._aside
-        selector.unregister(fd)
-        self._aside.add(fd)
+        if fd not in self._aside:
+            selector = self._selector
+            assert selector is not None
+            selector.unregister(fd)
+        self._aside[fd] = owner
 
-    def step_back(self, fd: int) -> None:
-        """Put *fd* back in the selector after :meth:`step_aside`, if still watched."""
-        if fd in self._aside:
-            self._aside.discard(fd)
+    def step_back(self, fd: int, owner: object) -> None:
+        """Put *fd* back in the selector after *owner*'s :meth:`step_aside`, if it is
+        still watched and nobody stepped it aside since (the descriptor may even be
+        another socket's by now)."""
+        if self._aside.get(fd) is owner:
+            del self._aside[fd]
             selector = self._selector
             assert selector is not None
             selector.register(fd, selectors.EVENT_READ)

@@ -184,6 +184,7 @@ class StreamReader(AsyncIterator[bytes]):
             await waiter
         except BaseException:
             self._return_handed()  # cancelled after the bytes came: they stay readable
+            self._wake_exception = None  # set_exception() keeps it for the next read
             raise
         finally:
             self._handoff_size = 0
@@ -394,6 +395,7 @@ class StreamReader(AsyncIterator[bytes]):
                         await waiter
                     except BaseException:
                         self._return_handed()
+                        self._wake_exception = None
                         raise
                     finally:
                         self._handoff_size = 0

@@ -52,6 +52,7 @@ class SocketEngine(WriteFlowControl):
     """Moves bytes between a connected non-blocking socket and its owner."""
 
     __slots__ = (
+        "_checkpoint",
         "_closed_error",
         "_closing",
         "_detached",
@@ -74,6 +75,7 @@ class SocketEngine(WriteFlowControl):
         "_sender_wakeup",
         "_sent",
         "_sock",
+        "_streaming",
         "_view",
         "_wait_readable",
         "_wait_writable",
@@ -85,10 +87,11 @@ class SocketEngine(WriteFlowControl):
         _set_notsent_lowat(sock)
         self._sock = sock
         self._fd = sock.fileno()  # what the poller knows it by, even once it is closed
-        self._wait_readable, self._wait_writable, _ = fd_waits()
+        self._wait_readable, self._wait_writable, self._checkpoint = fd_waits()
         self._closed_error = closed_error()
         self._new_plain_waiter = waiter_factory()
         self._direct_wait: _SocketWait | None = None  # a read waiting on the socket itself
+        self._streaming = False  # the last receive filled its buffer
         self._poller: Poller = poller()
         self._reading = False  # the poller calls _on_readable()
         self._holding = False  # the poller keeps its selector for us
@@ -221,9 +224,16 @@ class SocketEngine(WriteFlowControl):
         return self._reading and not self._reading_paused and self._poller.alone(self._fd)
 
     async def _wait_on_socket(self, waiter: _SocketWait) -> None:
-        """Wait until the socket is readable (or *waiter* is woken), then receive."""
+        """Receive once the socket is readable (or *waiter* is woken otherwise)."""
+        if self._streaming:
+            # The last receive filled its buffer: more is likely queued. Try first, as
+            # trio's own sockets do, and let the others run as the poller's pass would.
+            self._on_readable()
+            if waiter._done:
+                await self._checkpoint()
+                return
         fd = self._fd
-        self._poller.step_aside(fd)
+        self._poller.step_aside(fd, waiter)
         self._direct_wait = waiter
         try:
             waiter._on_socket = True
@@ -231,13 +241,15 @@ class SocketEngine(WriteFlowControl):
                 await self._wait_readable(self._sock)
             except self._closed_error:
                 pass  # closed, or woken for something else (_interrupt()): look again
+            else:
+                if self._reading and not self._reading_paused:
+                    self._on_readable()
             finally:
                 waiter._on_socket = False
-            if self._reading and not self._reading_paused:
-                self._on_readable()
         finally:
-            self._direct_wait = None
-            self._poller.step_back(fd)
+            if self._direct_wait is waiter:
+                self._direct_wait = None
+            self._poller.step_back(fd, waiter)
 
     def _interrupt(self, waiter: _SocketWait) -> None:
         """End *waiter*'s wait on the socket: for what does not come from the socket."""
@@ -299,6 +311,7 @@ class SocketEngine(WriteFlowControl):
                 view = self._view
                 data = view[: sock.recv_into(view, size)]
         except _WOULD_BLOCK:
+            self._streaming = False
             return False
         except OSError as exc:
             self._lose(exc)
@@ -310,8 +323,9 @@ class SocketEngine(WriteFlowControl):
             owner._eof_received()
             return False
         self._send_next = True  # a new pass: a reply may go out at once
+        more = self._streaming = nbytes >= size
         owner._data_received(data)
-        return nbytes >= size
+        return more
 
     # -- sending -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ only one. ``waits_on_its_socket()`` checks that on trio they take that path.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -144,6 +145,114 @@ async def test_reader_set_from_another_task_wakes_the_read(
     await close(writer)
 
 
+async def test_feed_eof_by_hand_with_bytes_arriving(
+    pair: tuple[socket.socket, socket.socket], backend_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The read ends with EOF. Bytes that arrive after it cannot be fed: asyncio reports
+    # that to the loop as its protocol's fatal error, the trio engine's poller logs it;
+    # neither reaches the read.
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    errors: list[BaseException] = []
+    loop = asyncio.get_running_loop() if backend_id != "trio" else None
+    if loop is not None:
+        handler = loop.get_exception_handler()
+        loop.set_exception_handler(lambda _, context: errors.append(context["exception"]))
+    try:
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                outcome: list[bytes] = []
+
+                async def read() -> None:
+                    outcome.append(await reader.read(100))
+
+                tg.start_soon(read)
+                await anyio.wait_all_tasks_blocked()
+                assert waits_on_its_socket(writer)
+                peer.sendall(b"late")
+                reader.feed_eof()
+            assert outcome == [b""]
+            while not errors:  # reported elsewhere, with no event to wait on
+                errors.extend(r.exc_info[1] for r in caplog.records if r.exc_info and r.exc_info[1])
+                await anyio.sleep(0.01)
+        assert isinstance(errors[0], AssertionError)
+    finally:
+        if loop is not None:
+            loop.set_exception_handler(handler)
+        writer.transport.abort()
+
+
+@pytest.mark.parametrize("method", ["read", "readexactly"])
+async def test_cancel_and_set_exception_in_one_pass(
+    pair: tuple[socket.socket, socket.socket], method: str
+) -> None:
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    error = ConnectionResetError("set by hand")
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            cancelled: list[bool] = []
+
+            async def read() -> None:
+                with anyio.CancelScope() as scope:
+                    scopes.append(scope)
+                    await getattr(reader, method)(100)
+                cancelled.append(scope.cancelled_caught)
+
+            scopes: list[anyio.CancelScope] = []
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert waits_on_its_socket(writer)
+            scopes[0].cancel()
+            reader.set_exception(error)
+        assert cancelled == [True]
+        assert reader._wake_exception is None  # nothing left for the next wait
+        with pytest.raises(ConnectionResetError, match="by hand"):
+            await reader.read(100)
+    peer.sendall(b"x")
+    writer.transport.abort()
+
+
+async def test_failed_send_while_a_read_waits(pair: tuple[socket.socket, socket.socket]) -> None:
+    # As asyncio: the connection closes at once and the read raises the send's error.
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    peer.shutdown(socket.SHUT_RD)  # our sends fail with EPIPE; nothing to read
+    outcome: list[BaseException] = []
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+
+            async def read() -> None:
+                try:
+                    await reader.read(100)
+                except OSError as exc:
+                    outcome.append(exc)
+
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert waits_on_its_socket(writer)
+            writer.write(b"x")
+            assert writer.is_closing()
+    assert [type(exc) for exc in outcome] == [BrokenPipeError]
+    with pytest.raises(BrokenPipeError):
+        await writer.wait_closed()
+
+
+async def test_what_a_read_leaves_in_the_kernel_is_received_in_the_background(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    reader, writer = await open_lone(ours)
+    data = bytes(range(256)) * 400  # 100 KiB: more than one receive
+    await anyio.to_thread.run_sync(peer.sendall, data)
+    with anyio.fail_after(WAIT):
+        first = await reader.read(100)
+        while len(reader._buffer) < len(data) - len(first):  # noqa: ASYNC110 (no event)
+            await anyio.sleep(0.01)
+    assert first + await reader.read(len(data)) == data
+    await close(writer)
+
+
 async def test_close_while_a_read_waits(pair: tuple[socket.socket, socket.socket]) -> None:
     # As asyncio: the read ends with EOF once the connection is closed.
     ours, peer = pair
@@ -182,6 +291,7 @@ async def test_close_with_unsent_data_while_a_read_waits(
 
             tg.start_soon(read)
             await anyio.wait_all_tasks_blocked()
+            assert waits_on_its_socket(writer)
             writer.write(data)
             writer.close()
             peer.sendall(b"too late")
@@ -193,9 +303,7 @@ async def test_close_with_unsent_data_while_a_read_waits(
     assert outcome == [b""]
 
 
-async def test_read_over_the_limit_pauses_and_resumes_receiving(
-    pair: tuple[socket.socket, socket.socket],
-) -> None:
+async def test_read_of_more_than_the_limit(pair: tuple[socket.socket, socket.socket]) -> None:
     # Fed more than twice its limit, the reader pauses receiving; the waiting read
     # resumes it before it waits again (as in asyncio, readexactly(n) may exceed it).
     ours, peer = pair
@@ -305,6 +413,7 @@ async def test_sending_task_waiting_for_room_survives_a_woken_read(
 
             tg.start_soon(read)
             await anyio.wait_all_tasks_blocked()
+            assert waits_on_its_socket(writer)
             writer.write(data)
             await anyio.wait_all_tasks_blocked()  # the sending task waits for room
             assert writer.transport.get_write_buffer_size() > 0

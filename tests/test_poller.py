@@ -182,7 +182,7 @@ async def test_a_socket_stepped_aside_is_not_called_back(
     assert not poller.alone(c.fileno())
     b.send(b"x" * 400)  # streaming: called again after a pass, without the selector
     await receiver.wait_until(lambda: len(receiver.received) >= 8)
-    poller.step_aside(a.fileno())
+    poller.step_aside(a.fileno(), receiver)
     calls = receiver.calls
     await settle()
     b.send(b"more")
@@ -190,14 +190,14 @@ async def test_a_socket_stepped_aside_is_not_called_back(
     await anyio.sleep(0.01)
     assert receiver.calls == calls
     assert poller.alone(a.fileno())  # still watched
-    poller.step_back(a.fileno())
+    poller.step_back(a.fileno(), receiver)
     await receiver.wait_for(b"x" * 400 + b"more")
     poller.watch(c.fileno(), Receiver(c))
     assert not poller.alone(a.fileno())
     poller.unwatch(c.fileno())
-    poller.step_aside(a.fileno())
+    poller.step_aside(a.fileno(), receiver)
     poller.unwatch(a.fileno())  # while aside
-    poller.step_back(a.fileno())  # no longer watched: nothing to put back
+    poller.step_back(a.fileno(), receiver)  # no longer watched: nothing to put back
     assert poller._selector is None  # nothing watched: the selector is gone
     assert not poller.alone(a.fileno())
 
@@ -209,15 +209,45 @@ async def test_a_held_poller_keeps_a_socket_stepped_aside(
     a, b = pairs()
     receiver = Receiver(a)
     poller.watch(a.fileno(), receiver)
-    poller.step_aside(a.fileno())
+    poller.step_aside(a.fileno(), receiver)
     selector = poller._selector
     poller.hold()
     poller.release()  # the selector holds nothing now, but a socket is still watched
     assert poller._selector is selector
-    poller.step_back(a.fileno())
+    poller.step_back(a.fileno(), receiver)
     b.send(b"back")
     await receiver.wait_for(b"back")
     poller.unwatch(a.fileno())
+
+
+async def test_stepping_back_is_for_the_wait_that_stepped_aside(
+    pairs: Callable[[], tuple[socket.socket, socket.socket]],
+) -> None:
+    poller = Poller()
+    a, _ = pairs()
+    fd = a.fileno()
+    first, second = object(), object()
+    poller.hold()  # as a connection does: the selector stays while nothing is watched
+    poller.watch(fd, Receiver(a))
+    selector = poller._selector
+    assert selector is not None
+    poller.step_aside(fd, first)
+    poller.step_aside(fd, second)  # a later wait takes over one not stepped back yet
+    poller.step_back(fd, first)
+    assert fd not in selector.get_map()
+    poller.step_back(fd, second)
+    assert fd in selector.get_map()
+    # The descriptor closed and reused by another socket before a wait stepped back:
+    poller.step_aside(fd, first)
+    poller.unwatch(fd)
+    poller.watch(fd, Receiver(a))  # "another socket"
+    poller.step_aside(fd, second)
+    poller.step_back(fd, first)
+    assert fd not in selector.get_map()  # not put back under the second wait
+    poller.step_back(fd, second)
+    assert fd in selector.get_map()
+    poller.unwatch(fd)
+    poller.release()
 
 
 async def test_a_task_per_socket_is_never_alone(
