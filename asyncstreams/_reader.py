@@ -123,9 +123,11 @@ class StreamReader(AsyncIterator[bytes]):
         if not data:
             return
         size = self._handoff_size
-        if size:
+        if size and self._handed is None:
             # A read(size) waits on an empty buffer: it gets the first *size* bytes as
-            # they are; only the rest is buffered.
+            # they are; only the rest is buffered. (Bytes handed to a read that has not
+            # run yet are not replaced: a read waiting since then gets those, and this
+            # goes to the buffer, as asyncio's reads take bytes in the order they run.)
             self._handoff_size = 0
             if len(data) <= size:
                 self._handed = bytes(data)  # the object itself if it is bytes

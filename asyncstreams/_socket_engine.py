@@ -239,13 +239,13 @@ class SocketEngine(WriteFlowControl):
             waiter._on_socket = True
             try:
                 await self._wait_readable(self._sock)
+                readable = True
             except self._closed_error:
-                pass  # closed, or woken for something else (_interrupt()): look again
-            else:
-                if self._reading and not self._reading_paused:
-                    self._on_readable()
+                readable = False  # closed, or woken for something else (_interrupt())
             finally:
-                waiter._on_socket = False
+                waiter._on_socket = False  # before receiving: what it feeds sets waiter
+            if readable and self._reading and not self._reading_paused:
+                self._on_readable()
         finally:
             if self._direct_wait is waiter:
                 self._direct_wait = None
@@ -421,7 +421,7 @@ class SocketEngine(WriteFlowControl):
         if self._reading:
             self._reading = False
             self._poller.unwatch(self._fd)
-            self._interrupt_direct_wait()  # it must not wait on what it lets go of
+        self._interrupt_direct_wait()  # it must not wait on what it lets go of
         if self._holding:
             self._holding = False
             self._poller.release()

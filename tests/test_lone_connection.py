@@ -102,10 +102,19 @@ async def test_reads_of_every_kind(pair: tuple[socket.socket, socket.socket]) ->
 
 
 async def test_round_trips_leave_the_socket_in_the_poller(
-    pair: tuple[socket.socket, socket.socket],
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ours, peer = pair
     reader, writer = await open_lone(ours)
+    woken: list[object] = []
+    notify_closing = anyio.notify_closing
+
+    def counting_notify_closing(obj: socket.socket) -> None:
+        woken.append(obj)
+        notify_closing(obj)
+
+    # A read that its own receive ends needs no wake-up from elsewhere.
+    monkeypatch.setattr(anyio, "notify_closing", counting_notify_closing)
     with anyio.fail_after(WAIT):
         for i in range(50):
             peer.sendall(b"ping %d\n" % i)
@@ -114,6 +123,7 @@ async def test_round_trips_leave_the_socket_in_the_poller(
             writer.write(b"pong\n")
             await writer.drain()
             assert peer.recv(100) == b"pong\n"
+    assert woken == []
     await close(writer)
 
 
@@ -244,9 +254,19 @@ async def test_what_a_read_leaves_in_the_kernel_is_received_in_the_background(
     ours, peer = pair
     reader, writer = await open_lone(ours)
     data = bytes(range(256)) * 400  # 100 KiB: more than one receive
-    await anyio.to_thread.run_sync(peer.sendall, data)
     with anyio.fail_after(WAIT):
-        first = await reader.read(100)
+        async with anyio.create_task_group() as tg:
+            firsts: list[bytes] = []
+
+            async def read() -> None:
+                firsts.append(await reader.read(100))
+
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert waits_on_its_socket(writer)
+            await anyio.to_thread.run_sync(peer.sendall, data)
+        first = firsts[0]
+        assert in_the_poller(writer)
         while len(reader._buffer) < len(data) - len(first):  # noqa: ASYNC110 (no event)
             await anyio.sleep(0.01)
     assert first + await reader.read(len(data)) == data
@@ -402,6 +422,7 @@ async def test_sending_task_waiting_for_room_survives_a_woken_read(
     # Waking a read waiting on the socket also wakes what waits to send on it: the
     # sending task must go on sending.
     ours, peer = pair
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     reader, writer = await open_lone(ours)
     data = bytes(range(256)) * 2**12  # 1 MiB, more than the kernel takes at once
     with anyio.fail_after(WAIT):

@@ -314,6 +314,19 @@ async def test_waiting_readexactly_fed_less_than_n_keeps_the_order() -> None:
     assert await reader.read(10) == b"jklm"
 
 
+async def test_bytes_handed_to_a_read_that_has_not_run_are_not_replaced() -> None:
+    # A read woken with bytes handed to it has not run yet, and another read waits
+    # since: what is fed now is buffered, not handed over the first read's bytes (an
+    # engine may receive for the second read before the first runs). Set up by hand:
+    # no public sequence of calls lands between the two reliably.
+    reader = StreamReader()
+    reader._handed = b"first"  # the first read's, taken when it runs
+    reader._handoff_size = 100  # a read(100) waiting now
+    reader.feed_data(b"second")
+    assert reader._handed == b"first"
+    assert bytes(reader._buffer) == b"second"
+
+
 @SIZED_READS
 @pytest.mark.parametrize("kind", [bytearray, memoryview])
 async def test_waiting_read_gets_a_copy_of_mutable_data(method: str, kind: type) -> None:
