@@ -12,10 +12,12 @@ only one. ``waits_on_its_socket()`` checks that on trio they take that path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
@@ -63,6 +65,28 @@ def in_the_poller(writer: StreamWriter) -> bool:
     return selector is not None and engine._fd in selector.get_map()
 
 
+@asynccontextmanager
+async def waiting(
+    writer: StreamWriter, read: Callable[[], Awaitable[object]]
+) -> AsyncIterator[list[object]]:
+    """Run *read* in a task until it waits (on trio, on its socket); leaving the block
+    waits for it to end. The list yielded gets what it returned, or the OSError it
+    raised."""
+    outcome: list[object] = []
+
+    async def run() -> None:
+        try:
+            outcome.append(await read())
+        except OSError as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await anyio.wait_all_tasks_blocked()
+        assert waits_on_its_socket(writer)
+        yield outcome
+
+
 async def close(writer: StreamWriter) -> None:
     writer.close()
     with anyio.fail_after(WAIT):
@@ -73,20 +97,17 @@ async def test_reads_of_every_kind(pair: tuple[socket.socket, socket.socket]) ->
     ours, peer = pair
     reader, writer = await open_lone(ours)
     big = bytes(range(256)) * 1024  # a read(n) this big receives for itself
+    results: list[bytes] = []
+
+    async def read_all() -> None:
+        results.append(await reader.readline())
+        results.append(await reader.readexactly(4))
+        results.append(await reader.readuntil(b"!"))
+        results.append(await reader.read(len(big)))
+        results.append(await reader.read())
+
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-            results: list[bytes] = []
-
-            async def read_all() -> None:
-                results.append(await reader.readline())
-                results.append(await reader.readexactly(4))
-                results.append(await reader.readuntil(b"!"))
-                results.append(await reader.read(len(big)))
-                results.append(await reader.read())
-
-            tg.start_soon(read_all)
-            await anyio.wait_all_tasks_blocked()
-            assert waits_on_its_socket(writer)
+        async with waiting(writer, read_all):
             for chunk in (b"line\n", b"four", b"bang!", big):
                 await anyio.to_thread.run_sync(peer.sendall, chunk)
                 await anyio.wait_all_tasks_blocked()
@@ -133,20 +154,9 @@ async def test_reader_set_from_another_task_wakes_the_read(
 ) -> None:
     ours, _ = pair
     reader, writer = await open_lone(ours)
-    outcome: list[object] = []
-
-    async def read() -> None:
-        try:
-            outcome.append(await reader.read(100))
-        except OSError as exc:
-            outcome.append(exc)
-
     error = ConnectionResetError("set by hand")
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read)
-            await anyio.wait_all_tasks_blocked()
-            assert waits_on_its_socket(writer)
+        async with waiting(writer, functools.partial(reader.read, 100)) as outcome:
             if how == "set_exception":
                 reader.set_exception(error)
             else:
@@ -170,15 +180,7 @@ async def test_feed_eof_by_hand_with_bytes_arriving(
         loop.set_exception_handler(lambda _, context: errors.append(context["exception"]))
     try:
         with anyio.fail_after(WAIT):
-            async with anyio.create_task_group() as tg:
-                outcome: list[bytes] = []
-
-                async def read() -> None:
-                    outcome.append(await reader.read(100))
-
-                tg.start_soon(read)
-                await anyio.wait_all_tasks_blocked()
-                assert waits_on_its_socket(writer)
+            async with waiting(writer, functools.partial(reader.read, 100)) as outcome:
                 peer.sendall(b"late")
                 reader.feed_eof()
             assert outcome == [b""]
@@ -199,20 +201,17 @@ async def test_cancel_and_set_exception_in_one_pass(
     ours, peer = pair
     reader, writer = await open_lone(ours)
     error = ConnectionResetError("set by hand")
+    scopes: list[anyio.CancelScope] = []
+    cancelled: list[bool] = []
+
+    async def read() -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            await getattr(reader, method)(100)
+        cancelled.append(scope.cancelled_caught)
+
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-            cancelled: list[bool] = []
-
-            async def read() -> None:
-                with anyio.CancelScope() as scope:
-                    scopes.append(scope)
-                    await getattr(reader, method)(100)
-                cancelled.append(scope.cancelled_caught)
-
-            scopes: list[anyio.CancelScope] = []
-            tg.start_soon(read)
-            await anyio.wait_all_tasks_blocked()
-            assert waits_on_its_socket(writer)
+        async with waiting(writer, read):
             scopes[0].cancel()
             reader.set_exception(error)
         assert cancelled == [True]
@@ -228,19 +227,8 @@ async def test_failed_send_while_a_read_waits(pair: tuple[socket.socket, socket.
     ours, peer = pair
     reader, writer = await open_lone(ours)
     peer.shutdown(socket.SHUT_RD)  # our sends fail with EPIPE; nothing to read
-    outcome: list[BaseException] = []
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-
-            async def read() -> None:
-                try:
-                    await reader.read(100)
-                except OSError as exc:
-                    outcome.append(exc)
-
-            tg.start_soon(read)
-            await anyio.wait_all_tasks_blocked()
-            assert waits_on_its_socket(writer)
+        async with waiting(writer, functools.partial(reader.read, 100)) as outcome:
             writer.write(b"x")
             assert writer.is_closing()
     assert [type(exc) for exc in outcome] == [BrokenPipeError]
@@ -255,17 +243,10 @@ async def test_what_a_read_leaves_in_the_kernel_is_received_in_the_background(
     reader, writer = await open_lone(ours)
     data = bytes(range(256)) * 400  # 100 KiB: more than one receive
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-            firsts: list[bytes] = []
-
-            async def read() -> None:
-                firsts.append(await reader.read(100))
-
-            tg.start_soon(read)
-            await anyio.wait_all_tasks_blocked()
-            assert waits_on_its_socket(writer)
+        async with waiting(writer, functools.partial(reader.read, 100)) as outcome:
             await anyio.to_thread.run_sync(peer.sendall, data)
-        first = firsts[0]
+        first = outcome[0]
+        assert isinstance(first, bytes)
         assert in_the_poller(writer)
         while len(reader._buffer) < len(data) - len(first):  # noqa: ASYNC110 (no event)
             await anyio.sleep(0.01)
@@ -278,15 +259,7 @@ async def test_close_while_a_read_waits(pair: tuple[socket.socket, socket.socket
     ours, peer = pair
     reader, writer = await open_lone(ours)
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-            outcome: list[bytes] = []
-
-            async def read() -> None:
-                outcome.append(await reader.read(100))
-
-            tg.start_soon(read)
-            await anyio.wait_all_tasks_blocked()
-            assert waits_on_its_socket(writer)
+        async with waiting(writer, functools.partial(reader.read, 100)) as outcome:
             writer.close()
         await writer.wait_closed()
     assert outcome == [b""]
@@ -303,15 +276,7 @@ async def test_close_with_unsent_data_while_a_read_waits(
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     data = b"x" * 2**20
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-            outcome: list[bytes] = []
-
-            async def read() -> None:
-                outcome.append(await reader.read(100))
-
-            tg.start_soon(read)
-            await anyio.wait_all_tasks_blocked()
-            assert waits_on_its_socket(writer)
+        async with waiting(writer, functools.partial(reader.read, 100)) as outcome:
             writer.write(data)
             writer.close()
             peer.sendall(b"too late")
@@ -335,15 +300,7 @@ async def test_read_of_more_than_the_limit(pair: tuple[socket.socket, socket.soc
             peer.sendall(data[i : i + 100])
 
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-            outcome: list[bytes] = []
-
-            async def read() -> None:
-                outcome.append(await reader.readexactly(len(data)))
-
-            tg.start_soon(read)
-            await anyio.wait_all_tasks_blocked()
-            assert waits_on_its_socket(writer)
+        async with waiting(writer, functools.partial(reader.readexactly, len(data))) as outcome:
             await anyio.to_thread.run_sync(send)
     assert outcome == [data]
     assert in_the_poller(writer)
@@ -371,21 +328,10 @@ async def test_peer_reset_while_a_read_waits(pair: tuple[socket.socket, socket.s
     reader, writer = await open_lone(ours)
     writer.write(b"never read")  # closing with it unread resets the connection
     await writer.drain()
-    outcome: list[BaseException] = []
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-
-            async def read() -> None:
-                try:
-                    await reader.read(100)
-                except ConnectionResetError as exc:
-                    outcome.append(exc)
-
-            tg.start_soon(read)
-            await anyio.wait_all_tasks_blocked()
-            assert waits_on_its_socket(writer)
+        async with waiting(writer, functools.partial(reader.read, 100)) as outcome:
             peer.close()
-    assert len(outcome) == 1
+    assert [type(exc) for exc in outcome] == [ConnectionResetError]
     writer.close()
 
 
@@ -396,15 +342,7 @@ async def test_a_second_connection_while_a_read_waits(
     reader, writer = await open_lone(ours)
     other_ours, other_peer = socket.socketpair()
     with other_peer, anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-            outcome: list[bytes] = []
-
-            async def read() -> None:
-                outcome.append(await reader.readline())
-
-            tg.start_soon(read)
-            await anyio.wait_all_tasks_blocked()
-            assert waits_on_its_socket(writer)
+        async with waiting(writer, reader.readline) as outcome:
             other_reader, other_writer = await asyncstreams.open_connection(sock=other_ours)
             other_peer.sendall(b"second\n")
             assert await other_reader.readline() == b"second\n"
@@ -425,16 +363,13 @@ async def test_sending_task_waiting_for_room_survives_a_woken_read(
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     reader, writer = await open_lone(ours)
     data = bytes(range(256)) * 2**12  # 1 MiB, more than the kernel takes at once
+
+    async def read() -> None:
+        with pytest.raises(ValueError, match="by hand"):
+            await reader.read(100)
+
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-
-            async def read() -> None:
-                with pytest.raises(ValueError, match="by hand"):
-                    await reader.read(100)
-
-            tg.start_soon(read)
-            await anyio.wait_all_tasks_blocked()
-            assert waits_on_its_socket(writer)
+        async with waiting(writer, read):
             writer.write(data)
             await anyio.wait_all_tasks_blocked()  # the sending task waits for room
             assert writer.transport.get_write_buffer_size() > 0
@@ -477,15 +412,7 @@ async def test_start_tls_while_a_read_waits(ca: trustme.CA) -> None:
         with anyio.fail_after(WAIT):
             writer.write(b"STARTTLS\n")
             assert await reader.readline() == b"go ahead\n"
-            async with anyio.create_task_group() as tg:
-                outcome: list[bytes] = []
-
-                async def read() -> None:
-                    outcome.append(await reader.readline())
-
-                tg.start_soon(read)
-                await anyio.wait_all_tasks_blocked()
-                assert waits_on_its_socket(writer)
+            async with waiting(writer, reader.readline) as outcome:
                 await writer.start_tls(client_context, server_hostname="localhost")
             assert outcome == [b"secret\n"]
             writer.write(b"thanks\n")
