@@ -216,7 +216,7 @@ class SocketEngine(WriteFlowControl):
         reader's: with another process at the other end, some 12 µs per round trip on
         trio. With more connections the poller serves them all with one wait.
         """
-        if self._reading and self._poller.alone(self._fd):
+        if self._may_wait_on_socket():
             return _SocketWait(self)
         return self._new_plain_waiter()
 
